@@ -1,0 +1,47 @@
+"""Atomic file writes: a reader (or DVC) never sees a half-written output.
+
+Everything is written to a temp file in the destination directory and moved into place with
+``os.replace`` only once complete; on any error the temp file is removed and nothing changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from scratchlab.errors import ScratchlabError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ScratchlabError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ScratchlabError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Sorted, indented JSON so equal content gives equal bytes (and equal DVC hashes)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,22 @@
+"""Where the project lives, independent of the current working directory.
+
+Hydra jobs run from output dirs and DVC queued experiments from temp copies of the repo; both
+must read ``conf/`` and write to the same MLflow store as a run started at the repo root.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_root() -> Path:
+    """``SCRATCHLAB_ROOT``, else the checkout this package is installed from (editable install)."""
+    env = os.environ.get("SCRATCHLAB_ROOT")
+    if env:
+        return Path(env).resolve()
+    if (_SOURCE_ROOT / "conf" / "config.yaml").is_file():
+        return _SOURCE_ROOT
+    return Path.cwd().resolve()

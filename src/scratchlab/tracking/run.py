@@ -1,0 +1,92 @@
+"""An MLflow run that always ends: FINISHED, FAILED, or KILLED, never left RUNNING."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import mlflow
+
+from scratchlab.paths import project_root
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_CHARS = 6000
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay whole values (one param each)."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def loggable_params(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """Flattened scalar params as MLflow stores them (strings, within its length limit)."""
+    return {key: str(value)[:MAX_PARAM_CHARS] for key, value in flatten(cfg).items()}
+
+
+def git_commit() -> str:
+    """The checkout's commit (``+dirty`` if it has uncommitted changes), or ``unknown``."""
+    root = project_root()
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+            capture_output=True, text=True, check=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{sha}+dirty" if dirty else sha
+
+
+@contextlib.contextmanager
+def ended_run(
+    *,
+    experiment_id: str | None = None,
+    run_id: str | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[mlflow.ActiveRun]:
+    """Start (or resume ``run_id``) and end the run with the status the block earned.
+
+    Ctrl-C ends it KILLED, any other exception FAILED; both re-raise so the process still
+    exits non-zero.
+    """
+    run = mlflow.start_run(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=dict(tags or {}),
+        parent_run_id=parent_run_id,
+    )
+    try:
+        yield run
+    except KeyboardInterrupt:
+        _end(run, "KILLED")
+        raise
+    except BaseException:
+        _end(run, "FAILED")
+        raise
+    _end(run, "FINISHED")
+
+
+def _end(run: mlflow.ActiveRun, status: str) -> None:
+    try:
+        mlflow.end_run(status)
+    except Exception:  # the store went away: say so, but keep the original error visible
+        log.exception("could not mark MLflow run %s as %s", run.info.run_id, status)
+    else:
+        log.info("MLflow run %s ended %s", run.info.run_id, status)

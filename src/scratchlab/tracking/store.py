@@ -1,0 +1,119 @@
+"""Which MLflow store runs go to, and making sure it is usable before training starts.
+
+Default: ``sqlite:///<project root>/mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts``
+(MLflow 3 refuses the old ``./mlruns`` file store). ``tracking.uri`` or ``MLFLOW_TRACKING_URI``
+(e.g. an ``mlflow server`` URL) override it. Paths are absolute so that Hydra output dirs and
+DVC's temp workspaces all write to the same store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from scratchlab.errors import TrackingError
+from scratchlab.paths import project_root
+
+log = logging.getLogger(__name__)
+
+REACHABLE_TIMEOUT_S = 3.0
+
+
+def default_store_dir() -> Path:
+    return project_root() / "mlruns"
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else the project's SQLite store."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{default_store_dir() / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment's artifacts go: beside a SQLite database; the server decides else."""
+    db = sqlite_path(uri)
+    return (db.parent / "artifacts").as_uri() if db is not None else None
+
+
+def check_store(uri: str) -> None:
+    """Fail in seconds, with the URI or path in the message, if the store cannot be used."""
+    if uri.startswith(("http://", "https://")):
+        health = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(health, timeout=REACHABLE_TIMEOUT_S) as resp:
+                if resp.status != 200:
+                    raise TrackingError(f"{uri}: tracking server answered {resp.status} on /health")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TrackingError(
+                f"{uri}: tracking server unreachable ({reason}); start it or unset "
+                "MLFLOW_TRACKING_URI"
+            ) from exc
+        return
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrackingError(f"{db.parent}: cannot create the MLflow store ({exc.strerror})") from exc
+    targets = [db.parent, db] if db.exists() else [db.parent]
+    for target in targets:
+        if not os.access(target, os.W_OK):
+            raise TrackingError(f"{target}: MLflow store is not writable")
+
+
+def connect(configured_uri: str | None, experiment: str) -> str:
+    """Point MLflow at the store, check it, and return the experiment id (created if new)."""
+    import mlflow
+
+    uri = tracking_uri(configured_uri)
+    check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        return _experiment_id(experiment, artifact_location(uri))
+    except TrackingError:
+        raise
+    except Exception as exc:  # any MLflow/SQLAlchemy failure talking to the store
+        raise TrackingError(f"{uri}: cannot use the MLflow store ({_first_line(exc)})") from exc
+
+
+def _experiment_id(name: str, location: str | None, attempts: int = 5) -> str:
+    """Get or create ``name``; parallel jobs may race to create it, so retry on conflict."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        found = mlflow.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                raise TrackingError(
+                    f"tracking.experiment={name!r} is deleted in the store; restore it or pick "
+                    "another name"
+                )
+            return found.experiment_id
+        try:
+            return mlflow.create_experiment(name, artifact_location=location)
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
