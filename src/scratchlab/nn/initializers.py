@@ -1,0 +1,78 @@
+"""Weight initializers: ``init(fan_in, fan_out, rng, dtype) -> W`` of shape (fan_in, fan_out).
+
+Every initializer draws from the ``numpy.random.Generator`` it is given, never from global
+state, so one seed reproduces a network bit for bit. Biases are always initialized to zero.
+"""
+
+import math
+from collections.abc import Callable
+from functools import partial
+
+import numpy
+
+from scratchlab.errors import ConfigError
+from scratchlab.nn.backend import xp
+
+Initializer = Callable[[int, int, numpy.random.Generator, str], "xp.ndarray"]
+
+
+def _standard_normal(fan_in: int, fan_out: int, rng: numpy.random.Generator, dtype: str):
+    return xp.asarray(rng.standard_normal((fan_in, fan_out), dtype=dtype))
+
+
+def he(fan_in: int, fan_out: int, rng: numpy.random.Generator, dtype: str = "float32"):
+    """Normal with std sqrt(2 / fan_in): keeps the activation variance constant under ReLU."""
+    W = _standard_normal(fan_in, fan_out, rng, dtype)
+    W *= math.sqrt(2.0 / fan_in)
+    return W
+
+
+def xavier(fan_in: int, fan_out: int, rng: numpy.random.Generator, dtype: str = "float32"):
+    """Glorot normal, std sqrt(2 / (fan_in + fan_out)): balances forward and backward variance
+    for sigmoid/tanh. (The uniform Glorot variant is ``epsilon``.)"""
+    W = _standard_normal(fan_in, fan_out, rng, dtype)
+    W *= math.sqrt(2.0 / (fan_in + fan_out))
+    return W
+
+
+def normal(
+    fan_in: int,
+    fan_out: int,
+    rng: numpy.random.Generator,
+    dtype: str = "float32",
+    scale: float = 0.01,
+):
+    """Small normal, std ``scale``: the classic "weight_init_std = 0.01" of the book."""
+    W = _standard_normal(fan_in, fan_out, rng, dtype)
+    W *= scale
+    return W
+
+
+def epsilon(fan_in: int, fan_out: int, rng: numpy.random.Generator, dtype: str = "float32"):
+    """Andrew Ng's symmetric-breaking uniform init on [-e, e], e = sqrt(6) / sqrt(L_in + L_out)."""
+    e = math.sqrt(6.0) / math.sqrt(fan_in + fan_out)
+    U = xp.asarray(rng.random((fan_in, fan_out), dtype=dtype))
+    U *= 2.0 * e
+    U -= e
+    return U
+
+
+INITIALIZERS: dict[str, Initializer] = {
+    "he": he,
+    "xavier": xavier,
+    "normal": normal,
+    "epsilon": epsilon,
+}
+
+
+def get_initializer(name: str, scale: float = 0.01) -> Initializer:
+    """The initializer called ``name``; ``scale`` is used only by ``normal``."""
+    if name not in INITIALIZERS:
+        raise ConfigError(
+            f"model.init: unknown initializer {name!r}; allowed: {', '.join(INITIALIZERS)}"
+        )
+    if name == "normal":
+        if not scale > 0:
+            raise ConfigError(f"model.init_scale: must be > 0 for init=normal, got {scale!r}")
+        return partial(normal, scale=scale)
+    return INITIALIZERS[name]

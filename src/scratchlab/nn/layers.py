@@ -1,0 +1,229 @@
+"""Layers: one small class each, ``forward(x, train)`` caches what ``backward(dout)`` needs.
+
+Every layer exposes ``params`` and ``grads`` (dicts of arrays, empty when parameter-free).
+``backward`` writes parameter gradients INTO the existing ``grads`` arrays (``out=``), so a
+dict of them built once stays valid for the optimizer. Outputs are fresh arrays; inputs are
+never modified, so callers may keep what they pass in or get back.
+"""
+
+import math
+
+import numpy
+
+from scratchlab.nn.backend import xp
+
+
+class Dense:
+    """Affine map ``out = x W + b``."""
+
+    def __init__(self, W, b) -> None:
+        self.params = {"W": W, "b": b}
+        self.grads = {"W": xp.zeros_like(W), "b": xp.zeros_like(b)}
+        # The network's first layer needs no dx: skipping it saves a third of its backward GEMMs.
+        self.input_grad = True
+        self.x = None
+
+    @classmethod
+    def initialized(
+        cls, fan_in: int, fan_out: int, init, rng: numpy.random.Generator, dtype: str = "float32"
+    ) -> "Dense":
+        """A layer with ``W = init(fan_in, fan_out, rng, dtype)`` and ``b = 0``."""
+        return cls(init(fan_in, fan_out, rng, dtype), xp.zeros(fan_out, dtype=dtype))
+
+    def forward(self, x, train: bool = False):
+        self.x = x
+        out = x @ self.params["W"]
+        out += self.params["b"]
+        return out
+
+    def backward(self, dout):
+        """dW = x^T dout, db = sum(dout), dx = dout W^T (``None`` when ``input_grad`` is off)."""
+        xp.matmul(self.x.T, dout, out=self.grads["W"])
+        xp.sum(dout, axis=0, out=self.grads["b"])
+        if not self.input_grad:
+            return None
+        return dout @ self.params["W"].T
+
+
+class Sigmoid:
+    """Logistic ``1 / (1 + exp(-x))``, computed in place on one fresh array.
+
+    The ``exp`` argument is clipped at floor(log(dtype max)) (88 for float32) so it never
+    overflows; there the result is already ~1e-38, i.e. 0 to working precision.
+    """
+
+    def __init__(self) -> None:
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.out = None
+
+    def forward(self, x, train: bool = False):
+        out = xp.negative(x)
+        xp.minimum(out, math.floor(math.log(xp.finfo(x.dtype).max)), out=out)
+        xp.exp(out, out=out)
+        out += 1.0
+        xp.reciprocal(out, out=out)
+        self.out = out
+        return out
+
+    def backward(self, dout):
+        """d sigmoid = y (1 - y)."""
+        dx = xp.subtract(1.0, self.out, dtype=self.out.dtype)
+        dx *= self.out
+        dx *= dout
+        return dx
+
+
+class ReLU:
+    """``max(0, x)``; the gradient passes only where the input was positive."""
+
+    def __init__(self) -> None:
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.mask = None
+
+    def forward(self, x, train: bool = False):
+        self.mask = x > 0
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout * self.mask
+
+
+class Tanh:
+    """Hyperbolic tangent; d tanh = 1 - y^2."""
+
+    def __init__(self) -> None:
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.out = None
+
+    def forward(self, x, train: bool = False):
+        self.out = xp.tanh(x)
+        return self.out
+
+    def backward(self, dout):
+        dx = xp.square(self.out)
+        xp.subtract(1.0, dx, out=dx)
+        dx *= dout
+        return dx
+
+
+class Linear:
+    """Identity activation (regression outputs, linear models)."""
+
+    def __init__(self) -> None:
+        self.params: dict = {}
+        self.grads: dict = {}
+
+    def forward(self, x, train: bool = False):
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+class Softmax:
+    """Row-wise softmax, computed on ``x - max(x)`` so ``exp`` cannot overflow."""
+
+    def __init__(self) -> None:
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.out = None
+
+    def forward(self, x, train: bool = False):
+        self.out = softmax(x)
+        return self.out
+
+    def backward(self, dout):
+        """Jacobian-vector product: y * (dout - <dout, y>) per row."""
+        dx = dout - xp.sum(dout * self.out, axis=1, keepdims=True)
+        dx *= self.out
+        return dx
+
+
+def softmax(x):
+    """Numerically stable row-wise softmax of a (n, k) array."""
+    out = x - xp.max(x, axis=1, keepdims=True)
+    xp.exp(out, out=out)
+    out /= xp.sum(out, axis=1, keepdims=True)
+    return out
+
+
+class Dropout:
+    """Inverted dropout: drop with probability ``rate`` and scale kept units by 1 / (1 - rate)
+    while training, so inference is the identity and needs no rescaling."""
+
+    def __init__(self, rate: float, rng: numpy.random.Generator | None = None) -> None:
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate!r}")
+        self.rate = rate
+        self.rng = rng
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.mask = None
+
+    def forward(self, x, train: bool = False):
+        if not train or self.rate == 0.0:
+            self.mask = None
+            return x
+        if self.rng is None:
+            raise RuntimeError("Dropout needs a numpy.random.Generator (rng) to train")
+        keep = xp.asarray(self.rng.random(x.shape, dtype=x.dtype)) >= self.rate
+        self.mask = keep.astype(x.dtype)
+        self.mask *= 1.0 / (1.0 - self.rate)
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout if self.mask is None else dout * self.mask
+
+
+class BatchNorm:
+    """Batch normalization over the batch axis, then ``gamma * x_hat + beta``.
+
+    Training normalizes with the batch statistics and tracks exponential running averages;
+    inference normalizes with those running averages, so a prediction does not depend on the
+    other rows of its batch.
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.9, eps: float = 1e-5, dtype="float32"):
+        self.momentum = momentum
+        self.eps = eps
+        self.params = {"gamma": xp.ones(dim, dtype=dtype), "beta": xp.zeros(dim, dtype=dtype)}
+        self.grads = {"gamma": xp.zeros(dim, dtype=dtype), "beta": xp.zeros(dim, dtype=dtype)}
+        self.buffers = {
+            "running_mean": xp.zeros(dim, dtype=dtype),
+            "running_var": xp.ones(dim, dtype=dtype),
+        }
+        self.x_hat = None
+        self.inv_std = None
+
+    def forward(self, x, train: bool = False):
+        if train:
+            mean = xp.mean(x, axis=0)
+            xc = x - mean
+            var = xp.mean(xc * xc, axis=0)
+            running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
+            running_mean *= self.momentum
+            running_mean += (1.0 - self.momentum) * mean
+            running_var *= self.momentum
+            running_var += (1.0 - self.momentum) * var
+        else:
+            xc = x - self.buffers["running_mean"]
+            var = self.buffers["running_var"]
+        self.inv_std = 1.0 / xp.sqrt(var + self.eps)
+        self.x_hat = xc * self.inv_std
+        return self.x_hat * self.params["gamma"] + self.params["beta"]
+
+    def backward(self, dout):
+        """Training-mode gradient, folded: dx = inv_std/N (N dxh - sum dxh - xh sum(dxh xh))."""
+        n = dout.shape[0]
+        x_hat = self.x_hat
+        xp.sum(dout, axis=0, out=self.grads["beta"])
+        xp.sum(dout * x_hat, axis=0, out=self.grads["gamma"])
+        dx_hat = dout * self.params["gamma"]
+        dx = n * dx_hat
+        dx -= xp.sum(dx_hat, axis=0)
+        dx -= x_hat * xp.sum(dx_hat * x_hat, axis=0)
+        dx *= self.inv_std / n
+        return dx

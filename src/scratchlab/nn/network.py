@@ -1,0 +1,263 @@
+"""A feed-forward network assembled from a ``NetworkSpec`` (the ``model.*`` config keys).
+
+Layout per hidden layer ``i``: ``dense{i}`` [-> ``batchnorm{i}``] -> activation
+[-> dropout], then a final ``dense{L}`` producing logits, an output activation and a loss.
+Softmax + cross-entropy and sigmoid + cross-entropy are fused into one loss on the logits.
+"""
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy
+
+from scratchlab.errors import ConfigError, DataError
+from scratchlab.nn.backend import xp
+from scratchlab.nn.initializers import INITIALIZERS, get_initializer
+from scratchlab.nn.layers import (
+    BatchNorm,
+    Dense,
+    Dropout,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from scratchlab.nn.losses import MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU, "tanh": Tanh, "linear": Linear}
+OUTPUTS = {"softmax": Softmax, "sigmoid": Sigmoid, "linear": Linear}
+LOSSES = ("cross_entropy", "mse")
+DTYPES = ("float32", "float64")
+
+
+def _allowed(values) -> str:
+    return ", ".join(values)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Architecture and regularization of a network; validated on construction."""
+
+    input_dim: int
+    output_dim: int
+    hidden: tuple[int, ...] = ()
+    activation: str = "sigmoid"
+    output: str = "softmax"
+    loss: str = "cross_entropy"
+    dropout: float = 0.0
+    batchnorm: bool = False
+    init: str = "xavier"
+    init_scale: float = 0.01
+    weight_decay: float = 0.0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        for key in ("input_dim", "output_dim"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | numpy.integer) or value < 1:
+                raise ConfigError(f"model.{key}: must be a positive integer, got {value!r}")
+            object.__setattr__(self, key, int(value))
+        hidden = self.hidden
+        if isinstance(hidden, int | str) or not all(
+            isinstance(h, int | numpy.integer) and not isinstance(h, bool) and h > 0 for h in hidden
+        ):
+            raise ConfigError(
+                f"model.hidden: must be a list of positive layer widths, e.g. [100], got {hidden!r}"
+            )
+        object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
+        self._check_choice("activation", ACTIVATIONS)
+        self._check_choice("output", OUTPUTS)
+        self._check_choice("loss", LOSSES)
+        self._check_choice("init", INITIALIZERS)
+        self._check_choice("dtype", DTYPES)
+        if self.loss == "cross_entropy" and self.output == "linear":
+            raise ConfigError(
+                "model.loss: cross_entropy needs probabilities; use model.output softmax or "
+                "sigmoid, or model.loss mse for a linear output"
+            )
+        if not isinstance(self.batchnorm, bool):
+            raise ConfigError(f"model.batchnorm: must be true or false, got {self.batchnorm!r}")
+        self._check_number("dropout", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+        self._check_number("init_scale", lambda v: v > 0.0, "> 0")
+        self._check_number("weight_decay", lambda v: v >= 0.0, ">= 0")
+
+    def _check_choice(self, key: str, allowed) -> None:
+        value = getattr(self, key)
+        if value not in allowed:
+            raise ConfigError(f"model.{key}: got {value!r}; allowed: {_allowed(allowed)}")
+
+    def _check_number(self, key: str, ok, wanted: str) -> None:
+        value = getattr(self, key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
+            raise ConfigError(f"model.{key}: must be a number {wanted}, got {value!r}")
+        object.__setattr__(self, key, float(value))
+
+    @property
+    def classification(self) -> bool:
+        return self.loss == "cross_entropy"
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict (``hidden`` as a list)."""
+        d = dataclasses.asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d, **overrides) -> "NetworkSpec":
+        """Build from a mapping such as the ``model`` config group plus ``input_dim`` and
+        ``output_dim`` (pass them in ``d`` or as ``overrides``). The config's ``name`` key is
+        ignored; any other unknown key is a ConfigError, so typos do not pass silently."""
+        merged = {**dict(d), **overrides}
+        merged.pop("name", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(merged) - known)
+        if unknown:
+            raise ConfigError(
+                f"model.{unknown[0]}: unknown key; allowed: {_allowed(sorted(known))}"
+            )
+        if "hidden" in merged and not isinstance(merged["hidden"], int | str):
+            merged["hidden"] = tuple(merged["hidden"])
+        return cls(**merged)
+
+
+class Network:
+    """A sequence of layers, an output activation and a loss.
+
+    ``params``/``grads`` are dicts keyed ``"dense1.W"``, ``"batchnorm1.gamma"``... holding the
+    layers' own arrays, so ``optimizer.update(net.params, net.grads)`` trains in place.
+    The L2 penalty ``0.5 * weight_decay * sum(W^2)`` over the Dense weights (not biases) lives
+    only in ``loss`` and ``backward``, which therefore always agree.
+    """
+
+    def __init__(self, spec: NetworkSpec, named_layers: list[tuple[str, object]]) -> None:
+        self.spec = spec
+        self.dtype = xp.dtype(spec.dtype)
+        self.named_layers = named_layers
+        self.layers = [layer for _, layer in named_layers]
+        self.output_layer = OUTPUTS[spec.output]()
+        if spec.loss == "mse":
+            self.loss_layer = MeanSquaredError()
+            self.fused = False
+        elif spec.output == "softmax":
+            self.loss_layer = SoftmaxCrossEntropy()
+            self.fused = True
+        else:
+            self.loss_layer = SigmoidCrossEntropy()
+            self.fused = True
+        self.params = {
+            f"{name}.{key}": value
+            for name, layer in named_layers
+            for key, value in layer.params.items()
+        }
+        self.grads = {
+            f"{name}.{key}": value
+            for name, layer in named_layers
+            for key, value in layer.grads.items()
+        }
+        self.buffers = {
+            f"{name}.{key}": value
+            for name, layer in named_layers
+            for key, value in getattr(layer, "buffers", {}).items()
+        }
+        self._decayed = [layer.params["W"] for layer in self.layers if isinstance(layer, Dense)]
+        self._decayed_grads = [
+            layer.grads["W"] for layer in self.layers if isinstance(layer, Dense)
+        ]
+        # Nobody consumes the gradient w.r.t. the input: let the first Dense skip computing it.
+        self.layers[0].input_grad = False
+        self.output = None
+
+    @property
+    def classification(self) -> bool:
+        return self.spec.classification
+
+    def logits(self, x, train: bool = False):
+        """Pre-activation output of the last Dense layer."""
+        for layer in self.layers:
+            x = layer.forward(x, train)
+        return x
+
+    def forward(self, x, train: bool = False):
+        """Network output: class probabilities (softmax/sigmoid) or regression values."""
+        return self.output_layer.forward(self.logits(x, train), train)
+
+    def l2_penalty(self) -> float:
+        wd = self.spec.weight_decay
+        if wd == 0.0:
+            return 0.0
+        return 0.5 * wd * sum(float(xp.vdot(W, W)) for W in self._decayed)
+
+    def loss(self, x, t, train: bool = True) -> float:
+        """Data loss (mean over the batch) plus the L2 penalty; leaves ``self.output`` set to
+        this batch's probabilities/values for metrics."""
+        z = self.logits(x, train)
+        if self.fused:
+            value = self.loss_layer.forward(z, t)
+            self.output = self.loss_layer.y
+        else:
+            self.output = self.output_layer.forward(z, train)
+            value = self.loss_layer.forward(self.output, t)
+        return value + self.l2_penalty()
+
+    def backward(self) -> None:
+        """Fill ``grads`` for the batch of the last ``loss`` call, L2 gradient included."""
+        dout = self.loss_layer.backward()
+        if not self.fused:
+            dout = self.output_layer.backward(dout)
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        wd = self.spec.weight_decay
+        if wd != 0.0:
+            for W, dW in zip(self._decayed, self._decayed_grads, strict=True):
+                dW += wd * W
+
+    def predict(self, x, batch_size: int = 1024):
+        """Inference-mode outputs for ``x``, in batches to bound memory."""
+        x = xp.asarray(x, dtype=self.dtype)
+        out = xp.empty((x.shape[0], self.spec.output_dim), dtype=self.dtype)
+        for start in range(0, x.shape[0], batch_size):
+            out[start : start + batch_size] = self.forward(x[start : start + batch_size])
+        return out
+
+    def state_dict(self) -> dict:
+        """Copies of all parameters and buffers (BatchNorm running statistics)."""
+        return {key: value.copy() for key, value in {**self.params, **self.buffers}.items()}
+
+    def load_state_dict(self, state) -> None:
+        """Copy ``state`` into the existing arrays (optimizer references stay valid)."""
+        own = {**self.params, **self.buffers}
+        if set(state) != set(own):
+            missing = sorted(set(own) - set(state))
+            extra = sorted(set(state) - set(own))
+            raise DataError(
+                f"weights do not match the architecture: missing {missing}, unexpected {extra}"
+            )
+        for key, target in own.items():
+            value = xp.asarray(state[key])
+            if value.shape != target.shape:
+                raise DataError(
+                    f"weights {key!r}: shape {value.shape} does not match the architecture's "
+                    f"{target.shape}"
+                )
+            xp.copyto(target, value, casting="same_kind")
+
+
+def build_network(spec: NetworkSpec, rng: numpy.random.Generator) -> Network:
+    """A freshly initialized network; ``rng`` draws the weights and later the dropout masks."""
+    init = get_initializer(spec.init, spec.init_scale)
+    named: list[tuple[str, object]] = []
+    fan_in = spec.input_dim
+    for i, width in enumerate(spec.hidden, start=1):
+        named.append((f"dense{i}", Dense.initialized(fan_in, width, init, rng, spec.dtype)))
+        if spec.batchnorm:
+            named.append((f"batchnorm{i}", BatchNorm(width, dtype=spec.dtype)))
+        named.append((f"{spec.activation}{i}", ACTIVATIONS[spec.activation]()))
+        if spec.dropout > 0.0:
+            named.append((f"dropout{i}", Dropout(spec.dropout, rng)))
+        fan_in = width
+    last = len(spec.hidden) + 1
+    named.append(
+        (f"dense{last}", Dense.initialized(fan_in, spec.output_dim, init, rng, spec.dtype))
+    )
+    return Network(spec, named)

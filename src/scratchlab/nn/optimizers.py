@@ -1,0 +1,198 @@
+"""Optimizers: ``update(params, grads)`` changes the parameter arrays IN PLACE.
+
+``params`` and ``grads`` are dicts keyed alike (``Network.params`` / ``Network.grads``) or
+equally long lists (keyed by position). State (velocities, moments) is created lazily per key
+with ``zeros_like`` so it shares the parameters' dtype (float32 stays float32), and every step
+works through per-key scratch buffers with ``out=`` instead of allocating temporaries.
+"""
+
+import inspect
+import math
+
+from scratchlab.errors import ConfigError
+from scratchlab.nn.backend import xp
+
+
+def _pairs(params, grads):
+    """(key, param, grad) triples for dicts or lists alike."""
+    if isinstance(params, dict):
+        return [(key, p, grads[key]) for key, p in params.items()]
+    return [(i, p, g) for i, (p, g) in enumerate(zip(params, grads, strict=True))]
+
+
+class _Optimizer:
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+        self._buffers: dict = {}
+
+    def _buffer(self, key, like, slot: str = "tmp"):
+        """A persistent array shaped like ``like`` for ``(key, slot)``, zeroed on creation."""
+        buf = self._buffers.get((key, slot))
+        if buf is None:
+            buf = self._buffers[(key, slot)] = xp.zeros_like(like)
+        return buf
+
+
+class SGD(_Optimizer):
+    """Plain gradient descent: p <- p - lr g."""
+
+    def update(self, params, grads) -> None:
+        for key, p, g in _pairs(params, grads):
+            step = self._buffer(key, p)
+            xp.multiply(g, self.lr, out=step)
+            p -= step
+
+
+class Momentum(_Optimizer):
+    """Heavy ball: v <- m v - lr g; p <- p + v."""
+
+    def __init__(self, lr: float, momentum: float = 0.9) -> None:
+        super().__init__(lr)
+        self.momentum = momentum
+
+    def update(self, params, grads) -> None:
+        for key, p, g in _pairs(params, grads):
+            v, step = self._buffer(key, p, "v"), self._buffer(key, p)
+            v *= self.momentum
+            xp.multiply(g, self.lr, out=step)
+            v -= step
+            p += v
+
+
+class Nesterov(_Optimizer):
+    """Nesterov momentum in the look-ahead-free form (Sutskever; Keras ``nesterov=True``):
+    v <- m v - lr g; p <- p + m v - lr g. First step: p - (1 + m) lr g."""
+
+    def __init__(self, lr: float, momentum: float = 0.9) -> None:
+        super().__init__(lr)
+        self.momentum = momentum
+
+    def update(self, params, grads) -> None:
+        for key, p, g in _pairs(params, grads):
+            v, step = self._buffer(key, p, "v"), self._buffer(key, p)
+            v *= self.momentum
+            xp.multiply(g, self.lr, out=step)
+            v -= step
+            p -= step
+            xp.multiply(v, self.momentum, out=step)
+            p += step
+
+
+class AdaGrad(_Optimizer):
+    """Per-coordinate step lr / (sqrt(h) + eps), h the running sum of squared gradients."""
+
+    def __init__(self, lr: float, eps: float = 1e-7) -> None:
+        super().__init__(lr)
+        self.eps = eps
+
+    def update(self, params, grads) -> None:
+        for key, p, g in _pairs(params, grads):
+            h, step = self._buffer(key, p, "h"), self._buffer(key, p)
+            xp.square(g, out=step)
+            h += step
+            xp.sqrt(h, out=step)
+            step += self.eps
+            xp.divide(g, step, out=step)
+            step *= self.lr
+            p -= step
+
+
+class RMSprop(_Optimizer):
+    """AdaGrad with a leaky average: h <- rho h + (1 - rho) g^2; p <- p - lr g / (sqrt(h) + eps)."""
+
+    def __init__(self, lr: float, rho: float = 0.9, eps: float = 1e-7) -> None:
+        super().__init__(lr)
+        self.rho = rho
+        self.eps = eps
+
+    def update(self, params, grads) -> None:
+        for key, p, g in _pairs(params, grads):
+            h, step = self._buffer(key, p, "h"), self._buffer(key, p)
+            # h += (1 - rho) (g^2 - h), one fewer pass than scaling h and g^2 separately.
+            xp.square(g, out=step)
+            step -= h
+            step *= 1.0 - self.rho
+            h += step
+            xp.sqrt(h, out=step)
+            step += self.eps
+            xp.divide(g, step, out=step)
+            step *= self.lr
+            p -= step
+
+
+class Adam(_Optimizer):
+    """Adam with the bias correction folded into the step size (Kingma & Ba, sec. 2; Keras):
+    lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t); p <- p - lr_t m / (sqrt(v) + eps)."""
+
+    def __init__(
+        self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7
+    ) -> None:
+        super().__init__(lr)
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        self.t = 0
+
+    def update(self, params, grads) -> None:
+        self.t += 1
+        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
+        for key, p, g in _pairs(params, grads):
+            m, v = self._buffer(key, p, "m"), self._buffer(key, p, "v")
+            step = self._buffer(key, p)
+            # m += (1 - beta1) (g - m); v += (1 - beta2) (g^2 - v)
+            xp.subtract(g, m, out=step)
+            step *= 1.0 - self.beta1
+            m += step
+            xp.square(g, out=step)
+            step -= v
+            step *= 1.0 - self.beta2
+            v += step
+            xp.sqrt(v, out=step)
+            step += self.eps
+            xp.divide(m, step, out=step)
+            step *= lr_t
+            p -= step
+
+
+OPTIMIZERS = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+
+# Half-open range [low, high) each hyperparameter must lie in.
+_RANGES = {
+    "momentum": (0.0, 1.0),
+    "beta1": (0.0, 1.0),
+    "beta2": (0.0, 1.0),
+    "rho": (0.0, 1.0),
+}
+
+
+def make_optimizer(name: str, lr: float, **hyper):
+    """The optimizer called ``name`` (conf/optimizer/*.yaml): keys it does not take are
+    ignored, so one config dict fits every optimizer."""
+    if name not in OPTIMIZERS:
+        raise ConfigError(
+            f"optimizer.name: unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}"
+        )
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
+        raise ConfigError(f"optimizer.lr: must be a number > 0, got {lr!r}")
+    cls = OPTIMIZERS[name]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "lr"}
+    kwargs = {}
+    for key in accepted & set(hyper):
+        value = hyper[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"optimizer.{key}: must be a number, got {value!r}")
+        if key == "eps" and not value > 0:
+            raise ConfigError(f"optimizer.eps: must be > 0, got {value!r}")
+        if key in _RANGES:
+            low, high = _RANGES[key]
+            if not low <= value < high:
+                raise ConfigError(f"optimizer.{key}: must be in [{low}, {high}), got {value!r}")
+        kwargs[key] = float(value)
+    return cls(float(lr), **kwargs)
