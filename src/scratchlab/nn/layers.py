@@ -14,32 +14,42 @@ from scratchlab.nn.backend import xp
 
 
 class Dense:
-    """Affine map ``out = x W + b``."""
+    """Affine map ``out = x W + b``; without ``b`` (before BatchNorm, whose shift ``beta``
+    makes a bias redundant: its gradient is identically zero) just ``out = x W``."""
 
-    def __init__(self, W, b) -> None:
-        self.params = {"W": W, "b": b}
-        self.grads = {"W": xp.zeros_like(W), "b": xp.zeros_like(b)}
+    def __init__(self, W, b=None) -> None:
+        self.params = {"W": W} if b is None else {"W": W, "b": b}
+        self.grads = {key: xp.zeros_like(value) for key, value in self.params.items()}
         # The network's first layer needs no dx: skipping it saves a third of its backward GEMMs.
         self.input_grad = True
         self.x = None
 
     @classmethod
     def initialized(
-        cls, fan_in: int, fan_out: int, init, rng: numpy.random.Generator, dtype: str = "float32"
+        cls,
+        fan_in: int,
+        fan_out: int,
+        init,
+        rng: numpy.random.Generator,
+        dtype: str = "float32",
+        bias: bool = True,
     ) -> "Dense":
         """A layer with ``W = init(fan_in, fan_out, rng, dtype)`` and ``b = 0``."""
-        return cls(init(fan_in, fan_out, rng, dtype), xp.zeros(fan_out, dtype=dtype))
+        b = xp.zeros(fan_out, dtype=dtype) if bias else None
+        return cls(init(fan_in, fan_out, rng, dtype), b)
 
     def forward(self, x, train: bool = False):
         self.x = x
         out = x @ self.params["W"]
-        out += self.params["b"]
+        if "b" in self.params:
+            out += self.params["b"]
         return out
 
     def backward(self, dout):
         """dW = x^T dout, db = sum(dout), dx = dout W^T (``None`` when ``input_grad`` is off)."""
         xp.matmul(self.x.T, dout, out=self.grads["W"])
-        xp.sum(dout, axis=0, out=self.grads["b"])
+        if "b" in self.grads:
+            xp.sum(dout, axis=0, out=self.grads["b"])
         if not self.input_grad:
             return None
         return dout @ self.params["W"].T

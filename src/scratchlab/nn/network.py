@@ -249,7 +249,8 @@ def build_network(spec: NetworkSpec, rng: numpy.random.Generator) -> Network:
     named: list[tuple[str, object]] = []
     fan_in = spec.input_dim
     for i, width in enumerate(spec.hidden, start=1):
-        named.append((f"dense{i}", Dense.initialized(fan_in, width, init, rng, spec.dtype)))
+        dense = Dense.initialized(fan_in, width, init, rng, spec.dtype, bias=not spec.batchnorm)
+        named.append((f"dense{i}", dense))
         if spec.batchnorm:
             named.append((f"batchnorm{i}", BatchNorm(width, dtype=spec.dtype)))
         named.append((f"{spec.activation}{i}", ACTIVATIONS[spec.activation]()))

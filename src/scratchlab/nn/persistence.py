@@ -1,0 +1,80 @@
+"""Save/load a network: ``<name>.npz`` (weights) next to ``<name>.json`` (its NetworkSpec).
+
+``numpy.savez`` stamps each zip member with the current time, so two saves of the same
+weights differ. Here members are written in sorted order with a fixed 1980-01-01 timestamp
+and no compression, making the bytes a pure function of the weights (DVC and MLflow then
+see an unchanged model as unchanged). Both files are written to a temporary file in the
+target directory and moved into place with ``os.replace``, so a crash never leaves a torn file.
+"""
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy
+
+from scratchlab.errors import ConfigError, DataError
+from scratchlab.nn.network import Network, NetworkSpec, build_network
+
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def spec_path(path: str | os.PathLike) -> Path:
+    """The architecture file that goes with the weights file ``path``."""
+    return Path(path).with_suffix(".json")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _npz_bytes(arrays: dict) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for name in sorted(arrays):
+            member = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
+            member.external_attr = 0o644 << 16
+            with archive.open(member, "w") as f:
+                numpy.lib.format.write_array(f, numpy.asarray(arrays[name]), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def save_network(net: Network, path: str | os.PathLike) -> None:
+    """Write the weights to ``path`` (.npz) and the spec to the sibling ``.json``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, _npz_bytes(net.state_dict()))
+    spec = json.dumps(net.spec.to_dict(), indent=2, sort_keys=True) + "\n"
+    _write_atomic(spec_path(path), spec.encode())
+
+
+def load_network(path: str | os.PathLike) -> Network:
+    """The network saved at ``path``; DataError when either file is missing or corrupt."""
+    path = Path(path)
+    try:
+        spec = NetworkSpec.from_dict(json.loads(spec_path(path).read_text()))
+    except (OSError, ValueError, TypeError, ConfigError) as exc:
+        raise DataError(f"{spec_path(path)}: cannot read the network spec ({exc})") from exc
+    net = build_network(spec, numpy.random.default_rng(0))
+    try:
+        with numpy.load(path, allow_pickle=False) as archive:
+            state = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read the network weights ({exc})") from exc
+    try:
+        net.load_state_dict(state)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+    return net
