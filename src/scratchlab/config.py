@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -20,6 +21,8 @@ from scratchlab.errors import ConfigError
 from scratchlab.paths import project_root
 
 DATASETS = ("digits", "mnist", "ex3d1", "idx", "csv")
+# keys each dataset needs a value for (``???`` in conf/data/*.yaml means "you must set this")
+DATASET_KEYS = {"idx": ("images", "labels"), "csv": ("path", "target")}
 TASKS = ("classification", "regression")
 ACTIVATIONS = ("sigmoid", "relu", "tanh", "linear")
 OUTPUTS = ("softmax", "sigmoid", "linear")
@@ -58,10 +61,12 @@ def load_params(path: str | Path = "params.yaml") -> DictConfig:
     """Read the composed config a DVC stage runs with."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: not found (expected the composed config; run `scratchlab params`)")
+        raise ConfigError(
+            f"{path}: not found (expected the composed config; run `scratchlab params`)"
+        )
     try:
         cfg = OmegaConf.load(path)
-    except (OmegaConfBaseException, ValueError, OSError) as exc:
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError, OSError) as exc:
         raise ConfigError(f"{path}: not a valid YAML config ({_one_line(exc)})") from exc
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path}: expected a mapping at the top level")
@@ -75,6 +80,8 @@ def _one_line(exc: BaseException) -> str:
 def _get(cfg: Mapping[str, Any], key: str) -> Any:
     node: Any = cfg
     for part in key.split("."):
+        if isinstance(node, DictConfig) and OmegaConf.is_missing(node, part):
+            raise ConfigError(f"{key}: no value given (it is required; set {key}=...)")
         if not isinstance(node, Mapping) or part not in node:
             raise ConfigError(f"{key}: missing from the config")
         node = node[part]
@@ -127,6 +134,10 @@ def validate(cfg: Mapping[str, Any]) -> None:
 def _validate(cfg: Mapping[str, Any]) -> None:
     name = _choice(cfg, "data.name", DATASETS)
     task = _choice(cfg, "data.task", TASKS)
+    for key in DATASET_KEYS.get(name, ()):
+        value = _get(cfg, f"data.{key}")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"data.{key}={value!r}: data={name} needs a path or URL here")
     if name != "csv" and task != "classification":
         raise ConfigError(f"data.task={task!r}: dataset {name!r} only supports classification")
     fraction = _get(cfg, "data.test_fraction")

@@ -60,7 +60,8 @@ def prepare_data(cfg: Mapping[str, Any], raw_dir: Path | None = None) -> tuple[S
     """Fetch (cached under ``data/cache``) and preprocess in memory: the Hydra app's data path."""
     data_cfg = cfg["data"]
     if raw_dir is None:
-        raw_dir = project_root() / "data" / "cache" / f"{data_cfg['name']}-{data_fingerprint(data_cfg)}"
+        name = f"{data_cfg['name']}-{data_fingerprint(data_cfg)}"
+        raw_dir = project_root() / "data" / "cache" / name
     manifest = fetch_dataset(data_cfg, raw_dir, progress=bool(cfg["train"]["progress"]))
     raw = load_dataset(data_cfg, raw_dir)
     return preprocess(raw, data_cfg, float(cfg["train"]["val_fraction"])), manifest
@@ -119,7 +120,7 @@ class EpochLogger:
         from mlflow.entities import Metric
 
         now = mlflow.utils.time.get_current_time_millis()
-        metrics = [Metric(k, float(v), now, epoch) for k, v in logs.items()]
+        metrics = [Metric(k, float(v), now, epoch + 1) for k, v in logs.items()]
         self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
 
 
@@ -176,7 +177,10 @@ def train(
         _write_history(history, out_dir)
         mlflow.log_artifact(str(out_dir / "history.json"))
         mlflow.log_figure(plots.history_figure(history.history, _title(cfg)), "history.png")
-        mlflow.set_tags({"epochs_run": history.epochs_run, "best_epoch": history.best_epoch})
+        best = history.best_epoch
+        mlflow.set_tags(
+            {"epochs_run": history.epochs_run, "best_epoch": None if best is None else best + 1}
+        )
         if history.diverged:
             mlflow.set_tags({"diverged": "true", "diverged_epoch": history.diverged_epoch})
             raise DivergedError(

@@ -74,5 +74,7 @@ def regression_metrics(
             for a, p in zip(y_true[:, 0], predicted[:, 0], strict=True)
         ]
     }
-    figure = plots.regression_figure(y_true[:, 0], predicted[:, 0], f"{title}\nR^2 {metrics['test_r2']:.4f}")
+    figure = plots.regression_figure(
+        y_true[:, 0], predicted[:, 0], f"{title}\nR^2 {metrics['test_r2']:.4f}"
+    )
     return metrics, files, figure

@@ -55,7 +55,7 @@ def check_store(uri: str) -> None:
         try:
             with urllib.request.urlopen(health, timeout=REACHABLE_TIMEOUT_S) as resp:
                 if resp.status != 200:
-                    raise TrackingError(f"{uri}: tracking server answered {resp.status} on /health")
+                    raise TrackingError(f"{uri}: server answered {resp.status} on /health")
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise TrackingError(
@@ -69,7 +69,9 @@ def check_store(uri: str) -> None:
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TrackingError(f"{db.parent}: cannot create the MLflow store ({exc.strerror})") from exc
+        raise TrackingError(
+            f"{db.parent}: cannot create the MLflow store ({exc.strerror})"
+        ) from exc
     targets = [db.parent, db] if db.exists() else [db.parent]
     for target in targets:
         if not os.access(target, os.W_OK):

@@ -1,0 +1,70 @@
+"""Shared fixtures: real stores in temp dirs, the real MNIST files when ../shared has them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SCRATCHLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED_MNIST = SHARED_DATA / "mnist"
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "scratchlab tests",
+    "GIT_AUTHOR_EMAIL": "tests@scratchlab.invalid",
+    "GIT_COMMITTER_NAME": "scratchlab tests",
+    "GIT_COMMITTER_EMAIL": "tests@scratchlab.invalid",
+}
+
+
+@pytest.fixture
+def shared_mnist() -> Path:
+    """The official t10k IDX files from ../shared/data/mnist (skip when absent)."""
+    if not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST files not found in {SHARED_MNIST}")
+    return SHARED_MNIST
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh SQLite MLflow store in a temp dir, for this process and its children."""
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def copy_repo(dest: Path) -> Path:
+    """A git repo holding the project's committed-or-staged files as they are on disk now."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    for name in files:
+        src = REPO / name
+        if src.is_file() and not name.startswith(("tests/", "benchmarks/")):
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    env = {**os.environ, **GIT_ENV}
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=dest, check=True, env=env)
+    return dest
+
+
+def project_env(root: Path, tracking_uri: str) -> dict[str, str]:
+    """Environment for a subprocess working in a project copy at ``root``."""
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        **os.environ,
+        **GIT_ENV,
+        "SCRATCHLAB_ROOT": str(root),
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+    }

@@ -1,0 +1,84 @@
+"""Hydra composition, params.yaml drift, and validation messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from scratchlab.config import compose, load_params, validate, validate_batch_size, write_params
+from scratchlab.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_committed_params_yaml_is_the_composed_default(tmp_path: Path) -> None:
+    generated = write_params(tmp_path / "params.yaml")
+    committed = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert committed == yaml.safe_load(generated.read_text()), (
+        "params.yaml drifted from conf/: run `scratchlab params` and commit it"
+    )
+
+
+def test_dvc_uses_hydra_composition() -> None:
+    text = (REPO / ".dvc" / "config").read_text()
+    assert "[hydra]" in text and "enabled = true" in text and "config_dir = conf" in text
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "ex3d1", "csv"])
+def test_every_dataset_config_composes_and_validates(dataset: str) -> None:
+    cfg = compose([f"data={dataset}"])
+    validate(cfg)
+    assert cfg.data.name == dataset
+
+
+def test_idx_dataset_needs_its_files() -> None:
+    with pytest.raises(ConfigError, match="data.images"):
+        validate(compose(["data=idx"]))
+    validate(compose(["data=idx", "data.images=a.gz", "data.labels=b.gz"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=0", r"optimizer.lr=0 is out of range"),
+        ("optimizer.lr=-1", r"optimizer.lr=-1 is out of range"),
+        ("optimizer.name=adamw", r"optimizer.name='adamw' is not allowed; expected one of sgd"),
+        ("model.activation=gelu", r"model.activation='gelu' is not allowed; expected one of"),
+        ("train.batch_size=0", r"train.batch_size=0 is out of range"),
+        ("model.hidden=[100,0]", r"model.hidden\[1\]=0 must be a positive integer"),
+        ("train.val_fraction=1.0", r"train.val_fraction=1.0 is out of range; .* in \(0, 1\)"),
+        ("train.val_fraction=0", r"train.val_fraction=0 is out of range"),
+        ("data.name=mnits", r"data.name='mnits' is not allowed; expected one of digits"),
+        ("train.epochs=2.5", r"train.epochs=2.5 is not an integer"),
+        ("model.dropout=1.0", r"model.dropout=1.0 is out of range"),
+    ],
+)
+def test_invalid_values_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        validate(compose([override]))
+    assert "\n" not in str(err.value)
+
+
+def test_batch_size_larger_than_the_data_is_rejected() -> None:
+    cfg = compose(["train.batch_size=5000"])
+    with pytest.raises(ConfigError, match=r"train.batch_size=5000 exceeds the 1293"):
+        validate_batch_size(cfg, 1293)
+
+
+def test_load_params_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="missing.yaml: not found"):
+        load_params(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not a valid YAML config"):
+        load_params(bad)
+
+
+def test_params_round_trip(tmp_path: Path) -> None:
+    path = write_params(tmp_path / "p.yaml", ["optimizer=adam", "optimizer.lr=0.05"])
+    cfg = load_params(path)
+    assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == 0.05
+    assert OmegaConf.select(cfg, "hydra") is None
