@@ -49,7 +49,7 @@ class Dense:
         """dW = x^T dout, db = sum(dout), dx = dout W^T (``None`` when ``input_grad`` is off)."""
         xp.matmul(self.x.T, dout, out=self.grads["W"])
         if "b" in self.grads:
-            xp.sum(dout, axis=0, out=self.grads["b"])
+            dout.sum(axis=0, out=self.grads["b"])
         if not self.input_grad:
             return None
         return dout @ self.params["W"].T

@@ -15,15 +15,15 @@ class SoftmaxCrossEntropy:
         self.t = None
 
     def forward(self, z, t) -> float:
-        shifted = z - xp.max(z, axis=1, keepdims=True)
+        shifted = z - z.max(axis=1, keepdims=True)
         y = xp.exp(shifted)
-        row_sum = xp.sum(y, axis=1, keepdims=True)
-        # -sum t log y with log y = shifted - log(row_sum), written without forming log y.
-        loss = xp.vdot(xp.sum(t, axis=1), xp.log(row_sum)) - xp.vdot(t, shifted)
+        row_sum = y.sum(axis=1, keepdims=True)
         y /= row_sum
+        # log y = shifted - log(row_sum): exact where y itself would underflow to 0.
+        shifted -= xp.log(row_sum)
         self.y = y
         self.t = t
-        return float(loss / z.shape[0])
+        return -float(xp.vdot(t, shifted)) / z.shape[0]
 
     def backward(self):
         dz = self.y - self.t

@@ -96,7 +96,7 @@ def _correct(net: Network, labels) -> int:
     out = net.output
     if out.shape[1] == 1:
         return int(xp.count_nonzero((out[:, 0] > 0.5) == (labels > 0.5)))
-    return int(xp.count_nonzero(xp.argmax(out, axis=1) == labels))
+    return int(xp.count_nonzero(out.argmax(axis=1) == labels))
 
 
 def _labels(Y):
