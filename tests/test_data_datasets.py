@@ -1,9 +1,14 @@
 """fetch_dataset/load_dataset for all five datasets, manifests and config errors (no network)."""
 
+import functools
 import hashlib
+import http.server
 import json
 import logging
 import os
+import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -166,17 +171,53 @@ def test_ex3d1_unpinned_records_sha256(
     assert manifest["files"]["ex3d1.xlsx"]["sha256"] == sha
     assert f"ex3d1.xlsx: sha256 {sha} (set data.sha256 to pin it)" in caplog.text
 
-    # A second fetch reuses the file the manifest vouches for instead of fetching it again.
-    before = (tmp_path / "raw" / "ex3d1.xlsx").stat().st_mtime_ns
+    # Unpinned local files are copied afresh, so edits to them are picked up.
+    write_ex3d1(ex3d1_file, np.zeros((4, 400)), np.array([10, 1, 2, 10]))
     fetch_dataset(cfg, tmp_path / "raw", progress=False)
-    assert (tmp_path / "raw" / "ex3d1.xlsx").stat().st_mtime_ns == before
+    assert file_digest(tmp_path / "raw" / "ex3d1.xlsx") == file_digest(ex3d1_file) != sha
 
     data = load_dataset(cfg, tmp_path / "raw")
-    assert data.X.shape == (4, 400) and data.X.dtype == np.float64
+    assert data.X.shape == (4, 400) and data.X.dtype == np.float64 and data.X.max() == 0
     assert data.y.tolist() == [0, 1, 2, 0]  # 10 means digit 0
     assert data.image_shape == (20, 20) and data.pixel_range is None
     # Rows are stored column-major: the second value is pixel (row 1, column 0).
     assert data.feature_names[:2] == ["pixel_0_0", "pixel_1_0"]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A local HTTP server (127.0.0.1, free port) and the directory it serves."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", root
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def test_ex3d1_unpinned_url_is_downloaded_once(
+    tmp_path: Path, ex3d1_file: Path, server: tuple[str, Path]
+) -> None:
+    base, root = server
+    shutil.copy(ex3d1_file, root / "ex3d1.xlsx")
+    cfg = conf("ex3d1", url=f"{base}/ex3d1.xlsx")
+    first = fetch_dataset(cfg, tmp_path / "raw", progress=False)
+    before = (tmp_path / "raw" / "ex3d1.xlsx").stat().st_mtime_ns
+    (root / "ex3d1.xlsx").unlink()  # the server no longer has it: the recorded copy must do
+    assert fetch_dataset(cfg, tmp_path / "raw", progress=False) == first
+    assert (tmp_path / "raw" / "ex3d1.xlsx").stat().st_mtime_ns == before
+    assert load_dataset(cfg, tmp_path / "raw").y.tolist() == [0, 1, 2, 0]
 
 
 def test_ex3d1_pinned_sha256_mismatch(tmp_path: Path, ex3d1_file: Path) -> None:
@@ -207,7 +248,7 @@ def idx_pair(tmp_path: Path) -> tuple[Path, Path]:
 def test_idx_tiny(tmp_path: Path, idx_pair: tuple[Path, Path]) -> None:
     images, labels = idx_pair
     cfg = conf(
-        "idx", images=str(images), labels=str(labels), sha256={"labs.idx": file_digest(labels)}
+        "idx", images=images.as_uri(), labels=str(labels), sha256={"labs.idx": file_digest(labels)}
     )
     manifest = fetch_dataset(OmegaConf.create(cfg), tmp_path / "raw", progress=False)
     assert sorted(manifest["files"]) == ["imgs.idx", "labs.idx"]

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.data.download import fetch_file, file_digest, is_url
+from scratchlab.data.download import fetch_file, file_digest, is_url, local_path
 from scratchlab.data.ex3d1 import read_ex3d1
 from scratchlab.data.idx import read_idx_pair
 from scratchlab.data.manifest import read_manifest, verify_manifest, write_manifest
@@ -67,12 +67,12 @@ def _require(cfg: Mapping[str, Any], key: str, expected: str) -> Any:
 
 def _basename(source: str) -> str:
     """File name of a path or URL, which is also its name inside the raw directory."""
-    return Path(unquote(urlparse(source).path) if is_url(source) else source).name
+    return Path(unquote(urlparse(source).path)).name if is_url(source) else local_path(source).name
 
 
 def _check_local(key: str, source: str) -> None:
     """Fail early, naming the config key, when a local source path does not exist."""
-    if not is_url(source) and not Path(source).expanduser().is_file():
+    if not is_url(source) and not local_path(source).is_file():
         raise DataError(
             f"data.{key}: {source} not found "
             f"(relative paths are relative to the working directory {os.getcwd()})"
@@ -82,7 +82,8 @@ def _check_local(key: str, source: str) -> None:
 def _recorded_sha256(raw_dir: Path, name: str, source: dict[str, Any], fname: str) -> str | None:
     """The sha256 an earlier fetch recorded for ``fname`` from this same source, if any.
 
-    Lets an unpinned URL (ex3d1 without data.sha256) be reused instead of downloaded again.
+    Lets a file from an unpinned URL (ex3d1 without data.sha256) be reused instead of downloaded
+    on every run; unpinned local files are cheap to copy, so edits to them are picked up instead.
     """
     try:
         manifest = read_manifest(raw_dir)
@@ -141,7 +142,9 @@ def _fetch_ex3d1(cfg: dict, raw_dir: Path, progress: bool) -> tuple[list[str], d
     fname = _basename(url)
     _check_local("url", url)
     source = {"url": url, "sha256": cfg.get("sha256")}
-    sha256 = cfg.get("sha256") or _recorded_sha256(raw_dir, "ex3d1", source, fname)
+    sha256 = cfg.get("sha256")
+    if not sha256 and is_url(url):
+        sha256 = _recorded_sha256(raw_dir, "ex3d1", source, fname)
     path = fetch_file(
         fname, [url], raw_dir, sha256=sha256, mirror=cfg.get("mirror"), progress=progress
     )

@@ -35,7 +35,8 @@ def is_url(source: str) -> bool:
     return urlparse(str(source)).scheme in _URL_SCHEMES
 
 
-def _local_path(source: str) -> Path:
+def local_path(source: str) -> Path:
+    """The filesystem path of a local source: a plain path (``~`` expanded) or a file:// URL."""
     parsed = urlparse(source)
     return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(source).expanduser()
 
@@ -61,7 +62,7 @@ def _candidates(name: str, sources: list[str], mirror: str | None) -> list[str]:
         return list(sources)
     if is_url(mirror):
         return [f"{mirror.rstrip('/')}/{name}", *sources]
-    return [str(_local_path(mirror) / name), *sources]
+    return [str(local_path(mirror) / name), *sources]
 
 
 def _fetch_into(tmp: Path, source: str, progress: bool) -> None:
@@ -75,7 +76,7 @@ def _fetch_into(tmp: Path, source: str, progress: bool) -> None:
         except OSError as exc:  # requests' exceptions all derive from OSError
             raise DataError(_one_line(exc) or type(exc).__name__) from None
         return
-    path = _local_path(source)
+    path = local_path(source)
     if not path.is_file():
         raise DataError("not found" if not path.exists() else "not a regular file")
     try:
