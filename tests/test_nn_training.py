@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from scratchlab.errors import ConfigError
 from scratchlab.nn.network import NetworkSpec, build_network
 from scratchlab.nn.optimizers import make_optimizer
-from scratchlab.nn.training import History, evaluate, fit
+from scratchlab.nn.training import EarlyStopping, History, evaluate, fit
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +44,292 @@ def test_digits_sigmoid_net_learns_fast(digits):
     assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert history.epochs_run == 15 and not history.diverged and not history.stopped_early
     assert evaluate(net, Xv, Yv)["accuracy"] == history.history["val_accuracy"][-1]
+
+
+def small_problem(n=60, d=5, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)).astype(np.float32)
+    Y = np.eye(k, dtype=np.float32)[(X[:, 0] > 0).astype(int) + (X[:, 1] > 1)]
+    return X, Y
+
+
+def test_every_sample_once_per_epoch_including_partial_batch():
+    X, Y = small_problem(n=10)
+    net = build_network(NetworkSpec(5, 3, (4,)), np.random.default_rng(0))
+    seen = []
+    loss = net.loss
+
+    def recording_loss(x, t, train=True):
+        seen.append(x.copy())
+        return loss(x, t, train)
+
+    net.loss = recording_loss
+    fit(
+        net,
+        make_optimizer("sgd", 0.1),
+        X,
+        Y,
+        epochs=2,
+        batch_size=4,
+        rng=np.random.default_rng(0),
+        progress=False,
+    )
+    assert [len(b) for b in seen] == [4, 4, 2, 4, 4, 2]
+    for epoch in (seen[:3], seen[3:]):
+        rows = np.concatenate(epoch)
+        np.testing.assert_array_equal(np.sort(rows, axis=0), np.sort(X, axis=0))
+    assert not np.array_equal(np.concatenate(seen[:3]), X)  # shuffled
+
+
+def test_on_epoch_end_called_once_per_epoch_with_logs():
+    X, Y = small_problem()
+    calls = []
+    net = build_network(NetworkSpec(5, 3, (4,)), np.random.default_rng(0))
+    history = fit(
+        net,
+        make_optimizer("adam", 0.01),
+        X,
+        Y,
+        epochs=4,
+        batch_size=16,
+        rng=np.random.default_rng(0),
+        validation_data=(X[:20], Y[:20]),
+        on_epoch_end=lambda epoch, logs: calls.append((epoch, dict(logs))),
+        progress=False,
+    )
+    assert [epoch for epoch, _ in calls] == [0, 1, 2, 3]
+    for epoch, logs in calls:
+        assert set(logs) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+        assert all(history.history[k][epoch] == v for k, v in logs.items())
+    assert history.best_epoch == int(np.argmin(history.history["val_loss"]))
+
+
+def test_regression_history_has_no_accuracy():
+    X, _ = small_problem()
+    T = (X @ np.arange(1, 6, dtype=np.float32))[:, None]
+    spec = NetworkSpec.from_dict(
+        {"hidden": [], "activation": "linear", "output": "linear", "loss": "mse"},
+        input_dim=5,
+        output_dim=1,
+    )
+    net = build_network(spec, np.random.default_rng(0))
+    history = fit(
+        net,
+        make_optimizer("sgd", 0.05),
+        X,
+        T,
+        epochs=30,
+        batch_size=8,
+        rng=np.random.default_rng(0),
+        validation_data=(X, T),
+        progress=False,
+    )
+    assert set(history.history) == {"loss", "val_loss"}
+    assert history.history["val_loss"][-1] < 1e-3 * history.history["val_loss"][0]
+    np.testing.assert_allclose(net.params["dense1.W"][:, 0], np.arange(1, 6), atol=0.05)
+    assert set(evaluate(net, X, T)) == {"loss"}
+
+
+def test_progress_bar_shows_metrics(capsys):
+    X, Y = small_problem()
+    net = build_network(NetworkSpec(5, 3, (4,)), np.random.default_rng(0))
+    fit(
+        net,
+        make_optimizer("sgd", 0.1),
+        X,
+        Y,
+        epochs=2,
+        batch_size=16,
+        rng=np.random.default_rng(0),
+        progress=True,
+    )
+    assert "loss=" in capsys.readouterr().err
+    fit(
+        net,
+        make_optimizer("sgd", 0.1),
+        X,
+        Y,
+        epochs=2,
+        batch_size=16,
+        rng=np.random.default_rng(0),
+        progress=False,
+    )
+    assert capsys.readouterr().err == ""
+
+
+def test_early_stopping_restores_best_weights():
+    X, Y = small_problem(n=80)
+    Yv = Y[np.random.default_rng(1).permutation(80)]  # labels unrelated to X: val gets worse
+    net = build_network(NetworkSpec(5, 3, (32,), "relu", init="he"), np.random.default_rng(0))
+    states = []
+    es = EarlyStopping(monitor="val_loss", patience=3)
+    history = fit(
+        net,
+        make_optimizer("adam", 0.02),
+        X,
+        Y,
+        epochs=200,
+        batch_size=16,
+        rng=np.random.default_rng(0),
+        validation_data=(X, Yv),
+        early_stopping=es,
+        on_epoch_end=lambda epoch, logs: states.append(net.state_dict()),
+        progress=False,
+    )
+    assert history.stopped_early and history.epochs_run < 200
+    best = history.best_epoch
+    assert best == es.best_epoch == history.epochs_run - 1 - 3
+    assert history.history["val_loss"][best] == min(history.history["val_loss"])
+    final = net.state_dict()
+    assert all(np.array_equal(final[k], states[best][k]) for k in final)
+    assert not np.array_equal(final["dense1.W"], states[-1]["dense1.W"])
+
+
+def test_early_stopping_restores_at_the_end_too():
+    X, Y = small_problem()
+    Yv = Y[np.random.default_rng(1).permutation(60)]
+    net = build_network(NetworkSpec(5, 3, (16,)), np.random.default_rng(0))
+    states = []
+    es = EarlyStopping(monitor="val_accuracy", patience=1000)
+    history = fit(
+        net,
+        make_optimizer("sgd", 0.5),
+        X,
+        Y,
+        epochs=15,
+        batch_size=8,
+        rng=np.random.default_rng(0),
+        validation_data=(X, Yv),
+        early_stopping=es,
+        on_epoch_end=lambda epoch, logs: states.append(net.state_dict()),
+        progress=False,
+    )
+    assert not history.stopped_early and history.epochs_run == 15
+    accuracy = history.history["val_accuracy"]
+    assert history.best_epoch == accuracy.index(max(accuracy))  # maximized, first best kept
+    final = net.state_dict()
+    assert all(np.array_equal(final[k], states[history.best_epoch][k]) for k in final)
+
+
+def test_early_stopping_config_errors():
+    with pytest.raises(ConfigError, match=r"train\.early_stopping\.monitor"):
+        EarlyStopping(monitor="val_f1")
+    with pytest.raises(ConfigError, match=r"train\.early_stopping\.patience"):
+        EarlyStopping(patience=0)
+    X, Y = small_problem()
+    net = build_network(NetworkSpec(5, 3, (4,)), np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="needs validation data"):
+        fit(
+            net,
+            make_optimizer("sgd", 0.1),
+            X,
+            Y,
+            epochs=1,
+            batch_size=8,
+            rng=np.random.default_rng(0),
+            early_stopping=EarlyStopping(),
+            progress=False,
+        )
+    with pytest.raises(ConfigError, match=r"train\.batch_size"):
+        fit(
+            net,
+            make_optimizer("sgd", 0.1),
+            X,
+            Y,
+            epochs=1,
+            batch_size=0,
+            rng=np.random.default_rng(0),
+            progress=False,
+        )
+
+
+@pytest.mark.filterwarnings("error")
+def test_divergence_is_reported_not_raised():
+    X, _ = small_problem()
+    T = (X @ np.arange(1, 6, dtype=np.float32))[:, None]
+    spec = NetworkSpec(5, 1, (8,), "relu", output="linear", loss="mse", init="he")
+    net = build_network(spec, np.random.default_rng(0))
+    logged = []
+    history = fit(
+        net,
+        make_optimizer("sgd", 50.0),
+        X,
+        T,
+        epochs=50,
+        batch_size=8,
+        rng=np.random.default_rng(0),
+        validation_data=(X, T),
+        on_epoch_end=lambda epoch, logs: logged.append(epoch),
+        progress=False,
+    )
+    assert history.diverged and not history.stopped_early
+    assert history.diverged_epoch == history.epochs_run - 1 == logged[-1]
+    assert history.epochs_run < 50
+    assert all(len(v) == history.epochs_run for v in history.history.values())
+    last = history.history["loss"][-1]
+    assert not np.isfinite(last) or last > 1e3 * history.history["loss"][0]
+
+
+class Exploding:
+    """An "optimizer" that triples every weight: the loss grows but stays finite at first."""
+
+    def update(self, params, grads):
+        for p in params.values():
+            p *= 3.0
+
+
+def test_divergence_factor_relative_to_first_epoch():
+    X, _ = small_problem()
+    T = np.ones((60, 1), dtype=np.float32)
+    spec = NetworkSpec(5, 1, (), output="linear", loss="mse", init="normal", init_scale=1.0)
+    net = build_network(spec, np.random.default_rng(0))
+    history = fit(
+        net,
+        Exploding(),
+        X,
+        T,
+        epochs=30,
+        batch_size=60,
+        rng=np.random.default_rng(0),
+        divergence_factor=20.0,
+        progress=False,
+    )
+    losses = history.history["loss"]
+    assert history.diverged and history.diverged_epoch == len(losses) - 1 >= 1
+    assert np.isfinite(losses[-1]) and losses[-1] > 20 * losses[0] >= max(losses[:-1])
+
+
+def fitted_state(seed: int, dropout: float):
+    X, Y = small_problem()
+    spec = NetworkSpec(5, 3, (16, 8), "relu", dropout=dropout, batchnorm=True, init="he")
+    net = build_network(spec, np.random.default_rng(seed))
+    history = fit(
+        net,
+        make_optimizer("adam", 0.01),
+        X,
+        Y,
+        epochs=5,
+        batch_size=7,
+        rng=np.random.default_rng(seed),
+        validation_data=(X, Y),
+        progress=False,
+    )
+    return net.state_dict(), history.history
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_same_seed_bit_identical_different_seed_not(dropout):
+    (a, ha), (b, hb), (c, _) = (fitted_state(s, dropout) for s in (1, 1, 2))
+    assert set(a) == set(b)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert ha == hb
+    assert not np.array_equal(a["dense1.W"], c["dense1.W"])
+
+
+def test_float64_network_trains_in_float64():
+    X, Y = small_problem()
+    net = build_network(NetworkSpec(5, 3, (4,), dtype="float64"), np.random.default_rng(0))
+    opt = make_optimizer("momentum", 0.1, momentum=0.9)
+    fit(net, opt, X, Y, epochs=2, batch_size=16, rng=np.random.default_rng(0), progress=False)
+    assert all(p.dtype == np.float64 for p in net.params.values())
+    assert all(b.dtype == np.float64 for b in opt._buffers.values())

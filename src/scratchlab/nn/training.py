@@ -186,7 +186,7 @@ def fit(
     history = History(history={key: [] for key in _metric_keys(net, validation_data)})
     first_loss = None
 
-    bar = tqdm(range(epochs), desc="train", unit="epoch", disable=not progress, leave=False)
+    bar = tqdm(range(epochs), desc="train", unit="epoch", disable=not progress, mininterval=0)
     with xp.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for epoch in bar:
             perm = rng.permutation(n)
