@@ -125,7 +125,10 @@ class Network:
     """A sequence of layers, an output activation and a loss.
 
     ``params``/``grads`` are dicts keyed ``"dense1.W"``, ``"batchnorm1.gamma"``... holding the
-    layers' own arrays, so ``optimizer.update(net.params, net.grads)`` trains in place.
+    layers' own arrays, so ``optimizer.update(net.params, net.grads)`` trains in place. Those
+    arrays are views into two contiguous vectors, ``flat_params``/``flat_grads``: updating
+    those instead (``optimizer.update([net.flat_params], [net.flat_grads])``, as ``fit`` does)
+    is the same step in a few whole-vector operations rather than a dozen per array.
     The L2 penalty ``0.5 * weight_decay * sum(W^2)`` over the Dense weights (not biases) lives
     only in ``loss`` and ``backward``, which therefore always agree.
     """
@@ -145,6 +148,8 @@ class Network:
         else:
             self.loss_layer = SigmoidCrossEntropy()
             self.fused = True
+        self.flat_params = _pack(named_layers, "params", self.dtype)
+        self.flat_grads = _pack(named_layers, "grads", self.dtype)
         self.params = {
             f"{name}.{key}": value
             for name, layer in named_layers
@@ -241,6 +246,20 @@ class Network:
                     f"{target.shape}"
                 )
             xp.copyto(target, value, casting="same_kind")
+
+
+def _pack(named_layers, attribute: str, dtype):
+    """Move every array of ``layer.<attribute>`` into one new vector; the layers keep views."""
+    arrays = [getattr(layer, attribute) for _, layer in named_layers]
+    flat = xp.empty(sum(a.size for d in arrays for a in d.values()), dtype=dtype)
+    offset = 0
+    for d in arrays:
+        for key, value in d.items():
+            view = flat[offset : offset + value.size].reshape(value.shape)
+            view[...] = value
+            d[key] = view
+            offset += value.size
+    return flat
 
 
 def build_network(spec: NetworkSpec, rng: numpy.random.Generator) -> Network:

@@ -122,7 +122,13 @@ class RMSprop(_Optimizer):
 
 class Adam(_Optimizer):
     """Adam with the bias correction folded into the step size (Kingma & Ba, sec. 2; Keras):
-    lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t); p <- p - lr_t m / (sqrt(v) + eps)."""
+    m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
+    p <- p - lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t).
+
+    The moments are stored unnormalized, M = m / (1 - b1) and V = v / (1 - b2), so each
+    update is ``M = b1 M + g`` (no scaling of g) and the constant factors move into two
+    scalars: the same step in 10 array passes instead of 12 (it is the optimizer's hot spot).
+    """
 
     def __init__(
         self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-7
@@ -135,22 +141,23 @@ class Adam(_Optimizer):
 
     def update(self, params, grads) -> None:
         self.t += 1
-        lr_t = self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
+        b1, b2 = self.beta1, self.beta2
+        lr_t = self.lr * math.sqrt(1.0 - b2**self.t) / (1.0 - b1**self.t)
+        # m / (sqrt(v) + eps) = (1 - b1) / sqrt(1 - b2) * M / (sqrt(V) + eps / sqrt(1 - b2))
+        scale = lr_t * (1.0 - b1) / math.sqrt(1.0 - b2)
+        eps = self.eps / math.sqrt(1.0 - b2)
         for key, p, g in _pairs(params, grads):
-            m, v = self._buffer(key, p, "m"), self._buffer(key, p, "v")
+            M, V = self._buffer(key, p, "m"), self._buffer(key, p, "v")
             step = self._buffer(key, p)
-            # m += (1 - beta1) (g - m); v += (1 - beta2) (g^2 - v)
-            xp.subtract(g, m, out=step)
-            step *= 1.0 - self.beta1
-            m += step
+            M *= b1
+            M += g
             xp.square(g, out=step)
-            step -= v
-            step *= 1.0 - self.beta2
-            v += step
-            xp.sqrt(v, out=step)
-            step += self.eps
-            xp.divide(m, step, out=step)
-            step *= lr_t
+            V *= b2
+            V += step
+            xp.sqrt(V, out=step)
+            step += eps
+            xp.divide(M, step, out=step)
+            step *= scale
             p -= step
 
 

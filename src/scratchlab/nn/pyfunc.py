@@ -29,7 +29,9 @@ class NetworkModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.net = load_network(Path(context.artifacts["network"]) / _WEIGHTS)
 
-    def predict(self, context, model_input, params=None):
+    # The hint only tells MLflow not to infer a schema from it (DataFrames arrive too); the
+    # signature comes from the input example instead.
+    def predict(self, context, model_input: numpy.ndarray, params=None) -> numpy.ndarray:
         if isinstance(model_input, pandas.DataFrame):
             model_input = model_input.to_numpy()
         return self.net.predict(numpy.asarray(model_input, dtype=self.net.dtype))

@@ -154,7 +154,10 @@ def fit(
     Each epoch draws one permutation from ``rng`` and visits every sample once (the last,
     partial batch included). Training stops as *diverged* — without raising — when a batch
     loss is NaN/inf or an epoch's loss exceeds ``divergence_factor`` times the first epoch's.
-    ``on_epoch_end(epoch, logs)`` runs once per epoch, after the metrics are known.
+    ``on_epoch_end(epoch, logs)`` runs once per epoch, after the metrics are known. Each
+    batch ends with ``optimizer.update([net.flat_params], [net.flat_grads])``. With
+    ``early_stopping`` (and ``restore_best``) the best weights are restored however training
+    ends: completed, stopped early, or diverged.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"train.epochs: must be an integer >= 1, got {epochs!r}")
@@ -182,7 +185,7 @@ def fit(
     # One gather buffer per array, reused by every batch (the last one uses a leading slice).
     X_batch = xp.empty((batch_size, X.shape[1]), dtype=net.dtype)
     Y_batch = xp.empty((batch_size, Y.shape[1]), dtype=net.dtype)
-    params, grads = net.params, net.grads
+    params, grads = [net.flat_params], [net.flat_grads]
     history = History(history={key: [] for key in _metric_keys(net, validation_data)})
     first_loss = None
 
