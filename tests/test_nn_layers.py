@@ -217,3 +217,18 @@ def test_initializer_scales():
 def test_unknown_initializer_names_key_and_choices():
     with pytest.raises(ConfigError, match=r"model\.init.*he, xavier, normal, epsilon"):
         get_initializer("glorot")
+
+
+def test_numerical_gradient_restores_x_and_check_gradients_leaves_net_as_it_was(rng):
+    x = rng.standard_normal((3, 4))[:, ::2]  # a non-contiguous view
+    before = x.copy()
+    grad = numerical_gradient(lambda: float(np.sum(x**3)), x)
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_allclose(grad, 3 * before**2, rtol=1e-7, atol=1e-9)
+
+    net = build_network(NetworkSpec(5, 3, (4,), batchnorm=True, dtype="float64"), rng)
+    state = net.state_dict()
+    check_gradients(net, rng.standard_normal((6, 5)), np.eye(3)[[0, 1, 2, 0, 1, 2]])
+    assert all(np.array_equal(v, net.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(ValueError, match="float64"):
+        check_gradients(build_network(NetworkSpec(5, 3), rng), np.ones((2, 5)), np.eye(3)[:2])

@@ -154,3 +154,21 @@ def test_load_errors_are_data_errors(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps({**net.spec.to_dict(), "hidden": [7]}))
     with pytest.raises(DataError, match="m.npz"):
         load_network(tmp_path / "m.npz")
+
+
+def test_params_are_views_of_the_flat_vectors():
+    from scratchlab.nn.optimizers import SGD
+
+    spec = NetworkSpec(4, 3, (5,), batchnorm=True)
+    a = build_network(spec, np.random.default_rng(0))
+    b = build_network(spec, np.random.default_rng(0))
+    assert a.flat_params.size == sum(p.size for p in a.params.values())
+    X, T = np.ones((3, 4), np.float32), np.eye(3, dtype=np.float32)
+    for net in (a, b):
+        net.loss(X, T)
+        net.backward()
+    assert a.flat_grads.size == b.flat_grads.size and np.any(a.flat_grads != 0)
+    SGD(0.1).update(a.params, a.grads)
+    SGD(0.1).update([b.flat_params], [b.flat_grads])
+    np.testing.assert_array_equal(a.flat_params, b.flat_params)
+    assert all(np.shares_memory(p, a.flat_params) for p in a.params.values())

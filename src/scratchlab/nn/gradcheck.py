@@ -20,15 +20,14 @@ def numerical_gradient(f: Callable[[], float], x, h: float = 1e-5):
     exactly after its two evaluations.
     """
     grad = xp.zeros_like(x)
-    flat_x, flat_grad = x.reshape(-1), grad.reshape(-1)
-    for i in range(flat_x.size):
-        original = flat_x[i].copy()
-        flat_x[i] = original + h
+    for i in numpy.ndindex(x.shape):  # indexes x itself, so views and any layout work
+        original = x[i].copy()
+        x[i] = original + h
         f_plus = f()
-        flat_x[i] = original - h
+        x[i] = original - h
         f_minus = f()
-        flat_x[i] = original
-        flat_grad[i] = (f_plus - f_minus) / (2 * h)
+        x[i] = original
+        grad[i] = (f_plus - f_minus) / (2 * h)
     return grad
 
 
