@@ -7,13 +7,14 @@ state, so one seed reproduces a network bit for bit. Biases are always initializ
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy
 
 from scratchlab.errors import ConfigError
 from scratchlab.nn.backend import xp
 
-Initializer = Callable[[int, int, numpy.random.Generator, str], "xp.ndarray"]
+Initializer = Callable[[int, int, numpy.random.Generator, str], Any]
 
 
 def _standard_normal(fan_in: int, fan_out: int, rng: numpy.random.Generator, dtype: str):

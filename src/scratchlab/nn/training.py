@@ -190,9 +190,11 @@ def fit(
     first_loss = None
 
     bar = tqdm(range(epochs), desc="train", unit="epoch", disable=not progress, mininterval=0)
-    with xp.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    # Overflow on the way to a NaN/inf loss is expected and handled below as divergence.
+    # (NumPy's own errstate: it governs NumPy's warnings only, CuPy does not raise them.)
+    with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for epoch in bar:
-            perm = rng.permutation(n)
+            perm = xp.asarray(rng.permutation(n))
             loss_sum, correct, finite = 0.0, 0, True
             for start in range(0, n, batch_size):
                 idx = perm[start : start + batch_size]
