@@ -3,6 +3,11 @@
 It composes ``conf/`` itself (DVC stages read ``params.yaml`` instead) and runs the same
 ``train``/``evaluate`` functions as the pipeline, writing each job's reports and weights to its
 Hydra output directory. Returns the final validation loss, the objective sweepers minimise.
+
+In a multirun each job is a child of the sweep's MLflow parent run (created by
+``scratchlab.sweeps.callback``, configured in ``conf/hydra/default.yaml``). A job that diverges
+or fails with an expected error returns inf instead of exiting, so the sweep goes on; its run
+ends FAILED and shows up in the sweep's comparison.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import hydra
@@ -20,16 +26,24 @@ from omegaconf import DictConfig
 from scratchlab.config import conf_dir, validate
 from scratchlab.errors import DivergedError, ScratchlabError
 from scratchlab.experiment import evaluate, prepare_data, train
+from scratchlab.sweeps.job import job_run
 
 log = logging.getLogger("scratchlab")
 
 
-def run_job(cfg: DictConfig, out_dir: Path, run_name: str | None = None) -> float:
+def run_job(
+    cfg: DictConfig,
+    out_dir: Path,
+    run_name: str | None = None,
+    *,
+    tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> float:
     """Prepare data, train and evaluate one configuration; return its final validation loss."""
     validate(cfg)
     splits, manifest = prepare_data(cfg)
     result = train(cfg, splits, manifest, out_dir, run_name=run_name,
-                   tags={"entry_point": "hydra"})
+                   tags=tags or {"entry_point": "hydra"}, parent_run_id=parent_run_id)
     evaluate(cfg, result.net, splits, out_dir, result.run_id)
     return float(result.history.history["val_loss"][-1])
 
@@ -39,15 +53,16 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return run_job(cfg, Path(hydra_cfg.runtime.output_dir))
-    except DivergedError as exc:
-        log.warning("%s", exc)
-        if multirun:  # divergence is data in a sweep: record it and let the other jobs run
-            return math.inf
-        sys.exit(exc.exit_code)
+        job = job_run(hydra_cfg)
+        return run_job(cfg, Path(hydra_cfg.runtime.output_dir), job.run_name, tags=job.tags,
+                       parent_run_id=job.parent_run_id)
     except ScratchlabError as exc:
-        log.error("%s", exc)
-        sys.exit(exc.exit_code)
+        if not multirun:
+            log.error("%s", exc)
+            sys.exit(exc.exit_code)
+        # in a sweep a failed job is data: record it and let the other jobs run
+        (log.warning if isinstance(exc, DivergedError) else log.error)("%s", exc)
+        return math.inf
 
 
 if __name__ == "__main__":

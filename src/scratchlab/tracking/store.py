@@ -4,15 +4,24 @@ Default: ``sqlite:///<project root>/mlruns/mlflow.db`` with artifacts in ``mlrun
 (MLflow 3 refuses the old ``./mlruns`` file store). ``tracking.uri`` or ``MLFLOW_TRACKING_URI``
 (e.g. an ``mlflow server`` URL) override it. Paths are absolute so that Hydra output dirs and
 DVC's temp workspaces all write to the same store.
+
+Parallel sweep jobs share one SQLite file, so :func:`connect` switches it to WAL mode (readers
+no longer block the writer; MLflow itself waits up to 20 s on a busy database) and serialises
+the first-time schema creation with a file lock: eight processes creating the tables of a new
+store at once would otherwise collide.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+import sqlite3
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from scratchlab.errors import TrackingError
@@ -21,6 +30,7 @@ from scratchlab.paths import project_root
 log = logging.getLogger(__name__)
 
 REACHABLE_TIMEOUT_S = 3.0
+SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
 def default_store_dir() -> Path:
@@ -86,11 +96,38 @@ def connect(configured_uri: str | None, experiment: str) -> str:
     check_store(uri)
     mlflow.set_tracking_uri(uri)
     try:
-        return _experiment_id(experiment, artifact_location(uri))
+        with _store_lock(uri):
+            return _experiment_id(experiment, artifact_location(uri))
     except TrackingError:
         raise
     except Exception as exc:  # any MLflow/SQLAlchemy failure talking to the store
         raise TrackingError(f"{uri}: cannot use the MLflow store ({_first_line(exc)})") from exc
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Hold ``<db>.lock`` while a SQLite store is switched to WAL and its schema created."""
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _enable_wal(db)
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _enable_wal(db: Path) -> None:
+    """WAL is a property of the file: set once, every later connection uses it."""
+    conn = sqlite3.connect(db, timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
 
 
 def _experiment_id(name: str, location: str | None, attempts: int = 5) -> str:

@@ -1,0 +1,68 @@
+"""Hydra callback making a multirun one MLflow parent run with a child per job.
+
+``on_multirun_start`` runs once in the launching process before any job: it creates the parent
+and writes ``sweep.json`` to the sweep dir, where every job (in any launcher worker) finds it.
+``on_multirun_end`` compares the children on the parent and ends it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from scratchlab.sweeps.overrides import swept_keys
+from scratchlab.sweeps.parent import SweepInfo, end_parent, start_parent, write_sweep_info
+from scratchlab.sweeps.report import parent_status, report_parent
+
+log = logging.getLogger("scratchlab")
+
+COMPARISON_DIR = "comparison"
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(self, objective: str = "val_loss") -> None:
+        self.objective = objective
+        self.info: SweepInfo | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hydra_cfg = config.hydra
+        keys = swept_keys(hydra_cfg.overrides.task, hydra_cfg.sweeper.get("params"))
+        sweep_dir = Path(hydra_cfg.sweep.dir)
+        self.info = start_parent(
+            config.tracking,
+            keys,
+            name="sweep " + " ".join(keys) if keys else "sweep",
+            tags={"sweep_dir": str(sweep_dir.resolve()), "entry_point": "hydra-multirun"},
+        )
+        write_sweep_info(sweep_dir, self.info)
+        atexit.register(self._abandon)  # a crashed sweep skips on_multirun_end
+        log.info("sweep %s: MLflow parent run %s", self.info.sweep_id, self.info.parent_run_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.info is None:
+            return
+        info, self.info = self.info, None
+        atexit.unregister(self._abandon)
+        out_dir = Path(config.hydra.sweep.dir) / COMPARISON_DIR
+        try:
+            comparison = report_parent(info.parent_run_id, out_dir, self.objective)
+        except Exception:
+            end_parent(info.parent_run_id, "FAILED")
+            raise
+        status = parent_status(comparison)
+        end_parent(info.parent_run_id, status)
+        best = comparison.best
+        log.info(
+            "sweep %s ended %s: %d runs, best %s (%s=%s); comparison in %s",
+            info.sweep_id, status, len(comparison.runs), best.name if best else None,
+            self.objective, best.metrics[self.objective] if best else None, out_dir,
+        )
+
+    def _abandon(self) -> None:
+        if self.info is not None:
+            end_parent(self.info.parent_run_id, "FAILED")

@@ -1,0 +1,87 @@
+"""The comparison figure: every run's loss curves overlaid, and objective vs the swept value."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from scratchlab import plots  # noqa: F401  (selects the headless Agg backend)
+from scratchlab.sweeps.collect import RunSummary, _param_value
+
+
+def comparison_figure(
+    runs: Sequence[RunSummary], keys: Sequence[str], objective: str, title: str
+) -> Figure:
+    numeric = _numeric_values(runs, keys)
+    panels = 2 if numeric is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 5), squeeze=False)
+    _curves(axes[0][0], runs)
+    if numeric is not None:
+        _objective_vs_value(axes[0][1], runs, numeric, keys[0], objective)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _label(run: RunSummary) -> str:
+    return f"{run.name} (diverged)" if run.diverged else run.name
+
+
+def _curves(ax: Axes, runs: Sequence[RunSummary]) -> None:
+    """Train loss solid, validation dashed, one colour per run; a cross where a run diverged."""
+    positive = True
+    for i, run in enumerate(runs):
+        color = f"C{i % 10}"
+        for key, style in (("loss", "-"), ("val_loss", "--")):
+            values = run.curves.get(key, [])
+            finite = [(e + 1, v) for e, v in enumerate(values) if math.isfinite(v)]
+            positive &= all(v > 0 for _, v in finite)
+            label = _label(run) if key == "loss" else None
+            ax.plot([e for e, _ in finite], [v for _, v in finite], style, color=color,
+                    label=label, marker="." if len(finite) < 4 else None)
+        loss = [v for v in run.curves.get("loss", []) if math.isfinite(v)]
+        if run.diverged and loss:
+            ax.plot(len(loss), loss[-1], "x", color="red", markersize=12, markeredgewidth=2.5)
+    if positive:
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (solid: train, dashed: validation)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+
+
+def _objective_vs_value(
+    ax: Axes, runs: Sequence[RunSummary], values: list[float], key: str, objective: str
+) -> None:
+    """Final objective per swept value; diverged runs as red crosses at the top edge."""
+    points = [(x, r.metrics.get(objective, math.nan), r) for x, r in zip(values, runs,
+                                                                         strict=True)]
+    ok = sorted((x, y) for x, y, r in points if not r.diverged and math.isfinite(y))
+    ax.plot([x for x, _ in ok], [y for _, y in ok], "o-", label=f"final {objective}")
+    top = max((y for _, y in ok), default=1.0)
+    bad = [(x, y if math.isfinite(y) else top) for x, y, r in points if r.diverged]
+    if bad:
+        ax.plot([x for x, _ in bad], [y for _, y in bad], "x", color="red", markersize=12,
+                markeredgewidth=2.5, label="diverged")
+    if all(x > 0 for x in values):
+        ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.set_ylabel(f"final {objective}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+
+
+def _numeric_values(runs: Sequence[RunSummary], keys: Sequence[str]) -> list[float] | None:
+    """The swept values as floats when exactly one numeric parameter was swept."""
+    if len(keys) != 1 or not runs:
+        return None
+    try:
+        return [float(_param_value(r.params, keys[0]) or "nan") for r in runs]
+    except ValueError:
+        return None
