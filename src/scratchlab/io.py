@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,16 +19,16 @@ from scratchlab.errors import ScratchlabError
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; it replaces ``path`` only if the block succeeds."""
+    """Yield a temp path beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    The temp name keeps the suffix, so writers that pick a format by extension (Excel, PNG,
+    gzip) still work. An OS error (disk full, read-only) becomes a one-line error naming
+    ``path``; any error removes the temp file and leaves an existing ``path`` untouched.
+    """
     path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise ScratchlabError(f"{path}: cannot write ({exc.strerror or exc})") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:

@@ -13,8 +13,8 @@ from urllib.parse import unquote, urlparse
 
 import pooch
 
-from scratchlab.data.atomic import atomic_path
 from scratchlab.errors import DataError
+from scratchlab.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
