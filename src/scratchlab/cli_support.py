@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from collections.abc import Callable
 
 from scratchlab.errors import ScratchlabError
+from scratchlab.signals import sigterm_as_interrupt
 
 log = logging.getLogger("scratchlab")
 
@@ -22,21 +22,12 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def stop_on_sigterm() -> None:
-    """Treat SIGTERM (``kill``, a scheduler's timeout) like Ctrl-C, so runs end KILLED."""
-    signal.signal(signal.SIGTERM, _terminate)
-
-
 def run_main(main: Callable[[], object]) -> None:
     """Run ``main``; an expected error becomes one logged line and its exit code."""
     setup_logging()
-    stop_on_sigterm()
     try:
-        main()
+        with sigterm_as_interrupt():
+            main()
     except ScratchlabError as exc:
         log.error("%s", exc)
         sys.exit(exc.exit_code)

@@ -23,9 +23,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from scratchlab.config import conf_dir, validate
+from scratchlab.config import conf_dir
 from scratchlab.errors import DivergedError, ScratchlabError
-from scratchlab.experiment import evaluate, prepare_data, train
+from scratchlab.experiment import evaluate, preflight, prepare_data, train
 from scratchlab.sweeps.job import job_run
 
 log = logging.getLogger("scratchlab")
@@ -40,7 +40,7 @@ def run_job(
     parent_run_id: str | None = None,
 ) -> float:
     """Prepare data, train and evaluate one configuration; return its final validation loss."""
-    validate(cfg)
+    preflight(cfg)
     splits, manifest = prepare_data(cfg)
     result = train(cfg, splits, manifest, out_dir, run_name=run_name,
                    tags=tags or {"entry_point": "hydra"}, parent_run_id=parent_run_id)

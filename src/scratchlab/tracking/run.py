@@ -11,6 +11,7 @@ from typing import Any
 import mlflow
 
 from scratchlab.paths import project_root
+from scratchlab.signals import sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +63,26 @@ def ended_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or resume ``run_id``) and end the run with the status the block earned.
 
-    Ctrl-C ends it KILLED, any other exception FAILED; both re-raise so the process still
-    exits non-zero.
+    Ctrl-C (and SIGTERM, while the run is live) ends it KILLED, any other exception FAILED;
+    both re-raise so the process still exits non-zero.
     """
-    run = mlflow.start_run(
-        run_id=run_id,
-        experiment_id=experiment_id,
-        run_name=run_name,
-        tags=dict(tags or {}),
-        parent_run_id=parent_run_id,
-    )
-    try:
-        yield run
-    except KeyboardInterrupt:
-        _end(run, "KILLED")
-        raise
-    except BaseException:
-        _end(run, "FAILED")
-        raise
-    _end(run, "FINISHED")
+    with sigterm_as_interrupt():
+        run = mlflow.start_run(
+            run_id=run_id,
+            experiment_id=experiment_id,
+            run_name=run_name,
+            tags=dict(tags or {}),
+            parent_run_id=parent_run_id,
+        )
+        try:
+            yield run
+        except KeyboardInterrupt:
+            _end(run, "KILLED")
+            raise
+        except BaseException:
+            _end(run, "FAILED")
+            raise
+        _end(run, "FINISHED")
 
 
 def _end(run: mlflow.ActiveRun, status: str) -> None:
