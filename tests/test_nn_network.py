@@ -172,3 +172,22 @@ def test_params_are_views_of_the_flat_vectors():
     SGD(0.1).update([b.flat_params], [b.flat_grads])
     np.testing.assert_array_equal(a.flat_params, b.flat_params)
     assert all(np.shares_memory(p, a.flat_params) for p in a.params.values())
+
+
+def test_save_failure_names_the_path_and_leaves_old_files(tmp_path, monkeypatch):
+    import os
+
+    from scratchlab.errors import ScratchlabError
+
+    net = build_network(NetworkSpec(3, 2), np.random.default_rng(0))
+    save_network(net, tmp_path / "model.npz")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    other = build_network(NetworkSpec(3, 2), np.random.default_rng(1))
+    with pytest.raises(ScratchlabError, match=r"model\.npz: cannot write \(No space left"):
+        save_network(other, tmp_path / "model.npz")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp files left

@@ -333,3 +333,13 @@ def test_float64_network_trains_in_float64():
     fit(net, opt, X, Y, epochs=2, batch_size=16, rng=np.random.default_rng(0), progress=False)
     assert all(p.dtype == np.float64 for p in net.params.values())
     assert all(b.dtype == np.float64 for b in opt._buffers.values())
+
+
+def test_huge_learning_rate_diverges_without_nan(digits):
+    """Stable losses never go NaN here: divergence is caught by the factor on the initial loss."""
+    X, Y, _, _ = digits
+    net = build_network(NetworkSpec(64, 10, (100,)), np.random.default_rng(0))
+    history = fit(net, make_optimizer("sgd", 1000.0), X, Y, epochs=30, batch_size=32,
+                  rng=np.random.default_rng(0), progress=False)  # fmt: skip
+    assert history.diverged and history.diverged_epoch == 0 and history.epochs_run == 1
+    assert np.isfinite(history.history["loss"][0]) and history.history["loss"][0] > 1e3 * 2.3

@@ -3,7 +3,7 @@
 ``numpy.savez`` stamps each zip member with the current time, so two saves of the same
 weights differ. Here members are written in sorted order with a fixed 1980-01-01 timestamp
 and no compression, making the bytes a pure function of the weights (DVC and MLflow then
-see an unchanged model as unchanged). Both files are written to a temporary file in the
+see an unchanged model as unchanged). Both files are written to temporary files in the
 target directory and moved into place with ``os.replace``, so a crash never leaves a torn file.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy
 
-from scratchlab.errors import ConfigError, DataError
+from scratchlab.errors import ConfigError, DataError, ScratchlabError
 from scratchlab.nn.network import Network, NetworkSpec, build_network
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -27,17 +27,18 @@ def spec_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_temp(path: Path, data: bytes) -> Path:
+    """``data`` in a new temp file beside ``path`` (removed again if writing fails)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
 
 
 def _npz_bytes(arrays: dict) -> bytes:
@@ -52,12 +53,26 @@ def _npz_bytes(arrays: dict) -> bytes:
 
 
 def save_network(net: Network, path: str | os.PathLike) -> None:
-    """Write the weights to ``path`` (.npz) and the spec to the sibling ``.json``."""
+    """Write the weights to ``path`` (.npz) and the spec to the sibling ``.json``.
+
+    Both files are complete on disk before either is moved into place, so a failure (disk
+    full) leaves the previous pair, or nothing, never a torn or mismatched file. OS errors
+    become a one-line ``ScratchlabError`` naming the path.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, _npz_bytes(net.state_dict()))
     spec = json.dumps(net.spec.to_dict(), indent=2, sort_keys=True) + "\n"
-    _write_atomic(spec_path(path), spec.encode())
+    temps: list[tuple[Path, Path]] = []
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temps.append((_write_temp(path, _npz_bytes(net.state_dict())), path))
+        temps.append((_write_temp(spec_path(path), spec.encode()), spec_path(path)))
+        for tmp, target in temps:
+            os.replace(tmp, target)
+    except OSError as exc:
+        raise ScratchlabError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
 
 
 def load_network(path: str | os.PathLike) -> Network:

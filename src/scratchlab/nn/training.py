@@ -153,7 +153,9 @@ def fit(
 
     Each epoch draws one permutation from ``rng`` and visits every sample once (the last,
     partial batch included). Training stops as *diverged* — without raising — when a batch
-    loss is NaN/inf or an epoch's loss exceeds ``divergence_factor`` times the first epoch's.
+    loss is NaN/inf or an epoch's loss exceeds ``divergence_factor`` times the initial loss:
+    that of the first mini-batch, before any update. (The first epoch's mean is no reference:
+    with a huge learning rate it is already blown up by the steps taken within it.)
     ``on_epoch_end(epoch, logs)`` runs once per epoch, after the metrics are known. Each
     batch ends with ``optimizer.update([net.flat_params], [net.flat_grads])``. With
     ``early_stopping`` (and ``restore_best``) the best weights are restored however training
@@ -187,7 +189,7 @@ def fit(
     Y_batch = xp.empty((batch_size, Y.shape[1]), dtype=net.dtype)
     params, grads = [net.flat_params], [net.flat_grads]
     history = History(history={key: [] for key in _metric_keys(net, validation_data)})
-    first_loss = None
+    initial_loss = None
 
     bar = tqdm(range(epochs), desc="train", unit="epoch", disable=not progress, mininterval=0)
     # Overflow on the way to a NaN/inf loss is expected and handled below as divergence.
@@ -202,6 +204,8 @@ def fit(
                 xb = xp.take(X, idx, axis=0, out=X_batch[:m])
                 tb = xp.take(Y, idx, axis=0, out=Y_batch[:m])
                 batch_loss = net.loss(xb, tb, train=True)
+                if initial_loss is None:
+                    initial_loss = batch_loss
                 if not math.isfinite(batch_loss):
                     loss_sum, finite = batch_loss, False
                     break
@@ -213,7 +217,7 @@ def fit(
 
             logs = {"loss": loss_sum / n if finite else float(loss_sum)}
             if labels is not None:
-                logs["accuracy"] = correct / n
+                logs["accuracy"] = correct / n if finite else math.nan
             if validation_data is not None and finite:
                 logs.update({f"val_{k}": v for k, v in evaluate(net, *validation_data).items()})
             for key in history.history:
@@ -223,9 +227,8 @@ def fit(
             if on_epoch_end is not None:
                 on_epoch_end(epoch, logs)
 
-            if first_loss is None:
-                first_loss = logs["loss"]
-            if not finite or (first_loss > 0 and logs["loss"] > divergence_factor * first_loss):
+            limit = divergence_factor * initial_loss
+            if not finite or (initial_loss > 0 and logs["loss"] > limit):
                 history.diverged, history.diverged_epoch = True, epoch
                 break
             if early_stopping is not None and early_stopping.update(epoch, logs, net):
