@@ -31,6 +31,7 @@ from scratchlab.nn.persistence import save_network
 from scratchlab.nn.training import EarlyStopping, History, fit
 from scratchlab.paths import project_root
 from scratchlab.preprocess import Splits, preprocess
+from scratchlab.signals import deferred_interrupts
 from scratchlab.tracking.run import ended_run, git_commit, loggable_params
 from scratchlab.tracking.store import check_store, connect, tracking_uri
 
@@ -128,7 +129,8 @@ class EpochLogger:
 
         now = mlflow.utils.time.get_current_time_millis()
         metrics = [Metric(k, float(v), now, epoch + 1) for k, v in logs.items()]
-        self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+        with deferred_interrupts():
+            self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
 
 
 def train(
@@ -189,10 +191,11 @@ def train(
             {"epochs_run": history.epochs_run, "best_epoch": None if best is None else best + 1}
         )
         if history.diverged:
-            mlflow.set_tags({"diverged": "true", "diverged_epoch": history.diverged_epoch})
+            epoch = history.diverged_epoch + 1  # 1-based, like the logged metric steps
+            mlflow.set_tags({"diverged": "true", "diverged_epoch": epoch})
             raise DivergedError(
-                f"optimizer.lr={cfg['optimizer']['lr']}: loss diverged at epoch "
-                f"{history.diverged_epoch}; MLflow run {run_id} marked FAILED (tag diverged)"
+                f"optimizer.lr={cfg['optimizer']['lr']}: loss diverged at epoch {epoch}; "
+                f"MLflow run {run_id} marked FAILED (tag diverged)"
             )
         mlflow.set_tag("diverged", "false")
         save_network(net, out_dir / "model.npz")

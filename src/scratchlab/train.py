@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from scratchlab.cli_support import INTERRUPTED_EXIT
 from scratchlab.config import conf_dir
 from scratchlab.errors import DivergedError, ScratchlabError
 from scratchlab.experiment import evaluate, preflight, prepare_data, train
@@ -63,6 +64,9 @@ def main(cfg: DictConfig) -> float:
         # in a sweep a failed job is data: record it and let the other jobs run
         (log.warning if isinstance(exc, DivergedError) else log.error)("%s", exc)
         return math.inf
+    except KeyboardInterrupt:
+        log.error("interrupted; the MLflow run ended KILLED")
+        sys.exit(INTERRUPTED_EXIT)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import Any
 import mlflow
 
 from scratchlab.paths import project_root
-from scratchlab.signals import sigterm_as_interrupt
+from scratchlab.signals import deferred_interrupts, sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def ended_run(
 
 def _end(run: mlflow.ActiveRun, status: str) -> None:
     try:
-        mlflow.end_run(status)
+        with deferred_interrupts():
+            mlflow.end_run(status)
     except Exception:  # the store went away: say so, but keep the original error visible
         log.exception("could not mark MLflow run %s as %s", run.info.run_id, status)
     else:
