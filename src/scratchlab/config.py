@@ -17,19 +17,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from scratchlab.data import datasets
 from scratchlab.errors import ConfigError
+from scratchlab.nn import initializers, network, optimizers, training
 from scratchlab.paths import project_root
 
-DATASETS = ("digits", "mnist", "ex3d1", "idx", "csv")
 # keys each dataset needs a value for (``???`` in conf/data/*.yaml means "you must set this")
 DATASET_KEYS = {"idx": ("images", "labels"), "csv": ("path", "target")}
 TASKS = ("classification", "regression")
-ACTIVATIONS = ("sigmoid", "relu", "tanh", "linear")
-OUTPUTS = ("softmax", "sigmoid", "linear")
-LOSSES = ("cross_entropy", "mse")
-INITS = ("he", "xavier", "normal", "epsilon")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
-MONITORS = ("val_loss", "val_accuracy", "loss", "accuracy")
 
 
 def conf_dir() -> Path:
@@ -124,7 +119,10 @@ def _number(
 
 
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Reject invalid values with a one-line :class:`ConfigError` naming the key."""
+    """Reject invalid values with a one-line :class:`ConfigError` naming the key.
+
+    Allowed names come from the registries that implement them, so the two cannot drift.
+    """
     try:
         _validate(cfg)
     except OmegaConfBaseException as exc:  # e.g. a mandatory ``???`` value left unset
@@ -132,7 +130,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
 
 
 def _validate(cfg: Mapping[str, Any]) -> None:
-    name = _choice(cfg, "data.name", DATASETS)
+    name = _choice(cfg, "data.name", datasets.DATASETS)
     task = _choice(cfg, "data.task", TASKS)
     for key in DATASET_KEYS.get(name, ()):
         value = _get(cfg, f"data.{key}")
@@ -150,9 +148,9 @@ def _validate(cfg: Mapping[str, Any]) -> None:
     for i, size in enumerate(hidden):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(f"model.hidden[{i}]={size!r} must be a positive integer")
-    _choice(cfg, "model.activation", ACTIVATIONS)
-    output = _choice(cfg, "model.output", OUTPUTS)
-    loss = _choice(cfg, "model.loss", LOSSES)
+    _choice(cfg, "model.activation", tuple(network.ACTIVATIONS))
+    output = _choice(cfg, "model.output", tuple(network.OUTPUTS))
+    loss = _choice(cfg, "model.loss", network.LOSSES)
     if task == "regression" and (output != "linear" or loss != "mse"):
         raise ConfigError(
             "model.output/model.loss: regression needs output 'linear' and loss 'mse'"
@@ -160,11 +158,11 @@ def _validate(cfg: Mapping[str, Any]) -> None:
     if task == "classification" and output == "linear":
         raise ConfigError("model.output='linear' is for regression; use 'softmax' to classify")
     _number(cfg, "model.dropout", low=0, high=1, high_open=True)
-    _choice(cfg, "model.init", INITS)
+    _choice(cfg, "model.init", tuple(initializers.INITIALIZERS))
     _number(cfg, "model.init_scale", low=0, low_open=True)
     _number(cfg, "model.weight_decay", low=0)
 
-    _choice(cfg, "optimizer.name", OPTIMIZERS)
+    _choice(cfg, "optimizer.name", tuple(optimizers.OPTIMIZERS))
     _number(cfg, "optimizer.lr", low=0, low_open=True)
     opt = _get(cfg, "optimizer")
     if "momentum" in opt:
@@ -181,7 +179,7 @@ def _validate(cfg: Mapping[str, Any]) -> None:
     _number(cfg, "train.val_fraction", low=0, high=1, low_open=True, high_open=True)
     _number(cfg, "train.divergence_factor", low=1, low_open=True)
     if _get(cfg, "train.early_stopping.enabled"):
-        _choice(cfg, "train.early_stopping.monitor", MONITORS)
+        _choice(cfg, "train.early_stopping.monitor", training.MONITORS)
         _number(cfg, "train.early_stopping.patience", integer=True, low=1)
         _number(cfg, "train.early_stopping.min_delta", low=0)
 

@@ -59,13 +59,9 @@ class Momentum(_Optimizer):
             p += v
 
 
-class Nesterov(_Optimizer):
+class Nesterov(Momentum):
     """Nesterov momentum in the look-ahead-free form (Sutskever; Keras ``nesterov=True``):
     v <- m v - lr g; p <- p + m v - lr g. First step: p - (1 + m) lr g."""
-
-    def __init__(self, lr: float, momentum: float = 0.9) -> None:
-        super().__init__(lr)
-        self.momentum = momentum
 
     def update(self, params, grads) -> None:
         for key, p, g in _pairs(params, grads):
