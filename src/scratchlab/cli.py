@@ -22,12 +22,13 @@ def _ui(args: argparse.Namespace) -> None:
     uri = tracking_uri()
     check_store(uri)
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-               "--port", str(args.port)]
+               "--port", str(args.port), "--workers", str(args.workers)]
     location = artifact_location(uri)
     if location:
         command += ["--default-artifact-root", location]
     print(" ".join(command), flush=True)
-    os.execvp(command[0], command)
+    # this environment's MLflow, whether or not its bin/ is on PATH
+    os.execv(sys.executable, [sys.executable, "-m", *command])
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -45,6 +46,13 @@ def _tune(args: argparse.Namespace) -> None:
           f"val_loss={best.value:.4f} {best.params}")
 
 
+def _gradcheck(args: argparse.Namespace) -> None:
+    from scratchlab.gradcheck_cli import run
+
+    run(args.overrides, tolerance=args.tolerance, samples=args.samples,
+        input_dim=args.input_dim, output_dim=args.output_dim)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scratchlab", description=__doc__)
     sub = parser.add_subparsers(required=True, dest="command")
@@ -56,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's tracking store")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--workers", type=int, default=1, help="server processes (one suffices locally)")
     ui.set_defaults(func=_ui)
 
     cmp = sub.add_parser("compare", help="print a table of runs and write the comparison figure")
@@ -74,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", type=Path, help="trial outputs (multirun/optuna/<study>)")
     tune.add_argument("overrides", nargs="*", help="fixed Hydra overrides, e.g. train.epochs=5")
     tune.set_defaults(func=_tune)
+
+    grad = sub.add_parser("gradcheck", help="check backprop against numerical gradients "
+                          "on the configured network (float64)")
+    grad.add_argument("--samples", type=int, default=8, help="batch size of the check")
+    grad.add_argument("--tolerance", type=float, default=1e-6,
+                      help="largest relative error accepted (default 1e-6)")
+    grad.add_argument("--input-dim", type=int, help="input width, for data=idx or csv")
+    grad.add_argument("--output-dim", type=int, help="output width, for data=idx or csv")
+    grad.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=keras_mlp")
+    grad.set_defaults(func=_gradcheck)
     return parser
 
 
