@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="open the MLflow UI on the project's tracking store")
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     ui.add_argument("--port", type=int, default=5000)
-    ui.add_argument("--workers", type=int, default=1, help="server processes (one suffices locally)")
+    ui.add_argument("--workers", type=int, default=1, help="server processes (1 suffices locally)")
     ui.set_defaults(func=_ui)
 
     cmp = sub.add_parser("compare", help="print a table of runs and write the comparison figure")
