@@ -1,0 +1,110 @@
+"""Test accuracy of the reference experiments, trained exactly as ``scratchlab.train`` does.
+
+- digits (bundled) with ``keras_mlp``, for several training seeds (target >= 0.97 at seed 0);
+- the official MNIST t10k files split 8000/2000 (``data=idx data.test_fraction=0.2``, seeded
+  and stratified by ``data.split_seed``) with ``mnist_best`` (target >= 0.95) and
+  ``mnist_two_layer``.
+
+Same config, seed and random-number stream as the Hydra app (same weights), minus MLflow, so
+the wall times are the engine's. The last line printed is one JSON object with the figures.
+
+    .venv/bin/python benchmarks/bench_accuracy.py [--seeds 5] [--mnist-dir ../shared/data/mnist]
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scratchlab.config import compose, validate
+from scratchlab.experiment import network_spec, prepare_data
+from scratchlab.nn.network import build_network
+from scratchlab.nn.optimizers import make_optimizer
+from scratchlab.nn.training import EarlyStopping, fit
+from scratchlab.paths import project_root
+from scratchlab.preprocess import Splits
+
+
+def train_and_score(overrides: list[str], splits: Splits | None = None) -> dict:
+    """Train one configuration and return its test accuracy, epochs and wall time."""
+    cfg = compose([*overrides, "train.progress=false"])
+    validate(cfg)
+    if splits is None:
+        splits, _ = prepare_data(cfg)
+    rng = np.random.default_rng(int(cfg["train"]["seed"]))
+    net = build_network(network_spec(cfg, splits), rng)
+    train_cfg = cfg["train"]
+    es = train_cfg["early_stopping"]
+    start = time.perf_counter()
+    history = fit(
+        net,
+        make_optimizer(**dict(cfg["optimizer"])),
+        splits.train.X,
+        splits.train.Y,
+        epochs=int(train_cfg["epochs"]),
+        batch_size=int(train_cfg["batch_size"]),
+        rng=rng,
+        validation_data=(splits.val.X, splits.val.Y),
+        early_stopping=EarlyStopping(
+            monitor=es["monitor"], patience=int(es["patience"]), min_delta=float(es["min_delta"]),
+            restore_best=bool(es["restore_best"]),
+        ) if es["enabled"] else None,
+        divergence_factor=float(train_cfg["divergence_factor"]),
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    accuracy = float(np.mean(net.predict(splits.test.X).argmax(axis=1) == splits.test.y))
+    return {"accuracy": accuracy, "epochs": history.epochs_run, "seconds": seconds,
+            "train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
+
+
+def _row(name: str, result: dict) -> None:
+    print(f"{name:<34}{result['accuracy']:>9.4f}{result['epochs']:>8}{result['seconds']:>9.1f}"
+          f"   {result['train']}/{result['val']}/{result['test']}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5, help="keras_mlp training seeds on digits")
+    parser.add_argument("--mnist-dir", type=Path,
+                        default=project_root().parent / "shared" / "data" / "mnist")
+    args = parser.parse_args()
+
+    print(f"{'experiment (data)':<34}{'test acc':>9}{'epochs':>8}{'train s':>9}"
+          "   train/val/test", flush=True)
+    figures: dict = {}
+    digits = [
+        train_and_score(["experiment=keras_mlp", f"train.seed={seed}"])
+        for seed in range(args.seeds)
+    ]
+    for seed, result in enumerate(digits):
+        _row(f"keras_mlp (digits) seed {seed}", result)
+    accuracies = [r["accuracy"] for r in digits]
+    figures["digits_keras_mlp_seed0"] = round(accuracies[0], 4)
+    figures["digits_keras_mlp_mean"] = round(statistics.mean(accuracies), 4)
+    figures["digits_keras_mlp_min"] = round(min(accuracies), 4)
+    figures["digits_keras_mlp_seeds"] = len(accuracies)
+    figures["digits_keras_mlp_s"] = round(statistics.median(r["seconds"] for r in digits), 1)
+
+    images = args.mnist_dir / "t10k-images-idx3-ubyte.gz"
+    labels = args.mnist_dir / "t10k-labels-idx1-ubyte.gz"
+    if images.is_file() and labels.is_file():
+        t10k = ["data=idx", f"data.images={images.resolve()}",
+                f"data.labels={labels.resolve()}", "data.test_fraction=0.2"]
+        for name in ("mnist_best", "mnist_two_layer"):
+            result = train_and_score([f"experiment={name}", *t10k])
+            _row(f"{name} (t10k 8000/2000)", result)
+            figures[f"t10k_{name}"] = round(result["accuracy"], 4)
+            figures[f"t10k_{name}_epochs"] = result["epochs"]
+            figures[f"t10k_{name}_s"] = round(result["seconds"], 1)
+    else:
+        print(f"MNIST t10k files not found in {args.mnist_dir}: skipped", file=sys.stderr)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The reference experiments: one-word configs with the issue's architectures, which really run.
+
+Composition is checked in-process; the runs go through the Hydra app
+(``python -m scratchlab.train experiment=...``) and once through ``dvc exp run``, with few
+epochs where accuracy is not the point and nothing that can leave the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from conftest import REPO, copy_repo, project_env
+from scratchlab.config import compose, validate
+from scratchlab.data.ex3d1 import write_ex3d1
+
+CLOSED_PORT_URL = "http://127.0.0.1:9"  # the discard port: nothing listens on loopback
+
+
+def _mnist_two_layer(cfg) -> None:
+    assert cfg.data.name == "mnist"
+    assert list(cfg.model.hidden) == [100] and cfg.model.activation == "sigmoid"
+    assert cfg.model.output == "softmax" and cfg.model.loss == "cross_entropy"
+    assert cfg.optimizer.name == "sgd" and cfg.optimizer.lr == 0.1
+    assert cfg.train.batch_size == 100
+
+
+def _ex3d1_ng(cfg) -> None:
+    assert cfg.data.name == "ex3d1"
+    assert list(cfg.model.hidden) == [25] and cfg.model.activation == "sigmoid"
+    assert cfg.model.init == "epsilon" and cfg.optimizer.name == "sgd"
+
+
+def _keras_mlp(cfg) -> None:
+    assert list(cfg.model.hidden) == [64, 64] and cfg.model.activation == "relu"
+    assert cfg.model.dropout == 0.5 and cfg.model.output == "softmax"
+    assert cfg.optimizer.name == "adam" and cfg.model.loss == "cross_entropy"
+
+
+def _linear_regression(cfg) -> None:
+    assert cfg.model.name == "linear" and list(cfg.model.hidden) == []
+    assert cfg.model.output == "linear" and cfg.model.loss == "mse"
+    assert cfg.optimizer.name == "adam"
+    assert cfg.data.name == "csv" and cfg.data.task == "regression"
+
+
+def _mnist_best(cfg) -> None:
+    assert cfg.data.name == "mnist" and cfg.model.activation == "relu"
+    assert len(cfg.model.hidden) >= 2 and cfg.model.dropout > 0
+    assert cfg.optimizer.name == "adam" and cfg.model.loss == "cross_entropy"
+
+
+ARCHITECTURES: dict[str, Callable] = {
+    "mnist_two_layer": _mnist_two_layer,
+    "ex3d1_ng": _ex3d1_ng,
+    "keras_mlp": _keras_mlp,
+    "linear_regression": _linear_regression,
+    "mnist_best": _mnist_best,
+}
+
+
+def test_every_experiment_config_is_covered() -> None:
+    assert {p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")} == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_experiment_composes_validates_and_has_its_architecture(name: str) -> None:
+    cfg = compose([f"experiment={name}"])
+    validate(cfg)
+    ARCHITECTURES[name](cfg)
+    assert cfg.tracking.run_name == name
+
+
+# -- real runs through the Hydra app ---------------------------------------------------------
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Callable[..., mlflow.entities.Run]:
+    """Run the Hydra app in a project root of its own (``conf/`` linked, data cached in tmp)
+    and return the run it recorded."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "conf").symlink_to(REPO / "conf")
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+
+    def run(*overrides: str) -> mlflow.entities.Run:
+        done = subprocess.run(
+            [sys.executable, "-m", "scratchlab.train", *overrides, "train.progress=false",
+             f"hydra.run.dir={tmp_path / 'out'}"],
+            cwd=tmp_path, env=project_env(root, uri), capture_output=True, text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        [found] = client.search_runs([client.get_experiment_by_name("scratchlab").experiment_id])
+        assert found.info.status == "FINISHED"
+        return found
+
+    return run
+
+
+@pytest.mark.slow
+def test_keras_mlp_on_digits(app) -> None:
+    run = app("experiment=keras_mlp", "train.epochs=5")
+    assert run.info.run_name == "keras_mlp"
+    assert run.data.params["model.hidden"] == "[64, 64]"
+    assert run.data.params["model.dropout"] == "0.5"
+    assert {"test_accuracy", "test_loss", "test_macro_f1"} <= set(run.data.metrics)
+    assert run.data.metrics["test_accuracy"] > 0.5  # 5 of its 300 epochs: far above chance
+
+
+@pytest.mark.slow
+def test_ex3d1_ng_on_a_synthetic_workbook(app, tmp_path: Path) -> None:
+    """A learnable stand-in for ex3d1.xlsx in a local mirror; the URL points at a closed port."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 10 + 1  # 1..10, 10 meaning digit 0, as in the real workbook
+    X = 0.1 * rng.random((200, 400))
+    for digit in range(1, 11):  # each class lights up its own band of pixels
+        X[labels == digit, 40 * (digit - 1) : 40 * digit] += 0.8
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    write_ex3d1(mirror / "ex3d1.xlsx", X, labels)
+    run = app("experiment=ex3d1_ng", f"data.mirror={mirror}",
+              f"data.url={CLOSED_PORT_URL}/ex3d1.xlsx", "train.epochs=20",
+              "tracking.log_model=false")
+    assert run.data.params["model.init"] == "epsilon"
+    assert run.data.tags["dataset"] == "ex3d1"
+    assert run.data.metrics["test_accuracy"] >= 0.9
+
+
+@pytest.mark.slow
+def test_linear_regression_recovers_a_linear_law(app, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.uniform(-1, 1, 300), rng.uniform(-1, 1, 300)
+    y = 3 * x1 - 2 * x2 + 1 + rng.normal(0, 0.1, 300)
+    table = tmp_path / "law.csv"
+    table.write_text("x1,x2,y\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(x1, x2, y)))
+    run = app("experiment=linear_regression", f"data.path={table}", "data.target=y",
+              "tracking.log_model=false")
+    assert run.data.params["model.loss"] == "mse"
+    assert run.data.metrics["test_r2"] > 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "floor"), [("mnist_two_layer", 0.5), ("mnist_best", 0.85)])
+def test_mnist_experiments_on_the_real_t10k_files(
+    app, shared_mnist: Path, name: str, floor: float
+) -> None:
+    run = app(f"experiment={name}", "data=idx",
+              f"data.images={shared_mnist / 't10k-images-idx3-ubyte.gz'}",
+              f"data.labels={shared_mnist / 't10k-labels-idx1-ubyte.gz'}",
+              "data.test_fraction=0.2", "train.epochs=2", "tracking.log_model=false")
+    assert run.info.run_name == name
+    assert run.data.metrics["test_accuracy"] >= floor
+
+
+# -- through DVC ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dvc_exp_run_takes_an_experiment_by_name(tmp_path: Path) -> None:
+    """``-S experiment=keras_mlp`` is a defaults-group override; DVC's Hydra composition
+    accepts it like any other ``-S`` value."""
+    root = copy_repo(tmp_path / "project")
+    env = project_env(root, f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+
+    def dvc(*args: str) -> str:
+        done = subprocess.run(["dvc", *args], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, f"dvc {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    dvc("exp", "run", "-S", "experiment=keras_mlp", "-S", "train.epochs=3",
+        "-S", "train.progress=false", "-S", "tracking.log_model=false")
+    shown = json.loads(dvc("metrics", "show", "--json"))
+    metrics = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
+    assert 0 < metrics["test_accuracy"] <= 1
+    params = (root / "params.yaml").read_text()
+    assert "run_name: keras_mlp" in params and "dropout: 0.5" in params
