@@ -81,6 +81,8 @@ def test_empty_leading_dimension_is_valid(tmp_path: Path) -> None:
         (header(0x0B, (4,)) + b"\x00" * 9, "trailing garbage after IDX data (dims 4 int16 need 8"),
         # Absurd dims must be rejected by arithmetic, not by trying to allocate them.
         (header(0x0E, (2**32 - 1,) * 4) + b"\x00" * 8, "truncated IDX data"),
+        # Empty (a zero dim), yet too big for NumPy to shape: found by the fuzz test.
+        (header(0x08, (0, 49339, 49339, 3788864211)), "are not a shape NumPy can hold"),
     ],
 )
 def test_malformed_files(tmp_path: Path, payload: bytes, message: str) -> None:

@@ -55,6 +55,7 @@ def _shape_text(dims: tuple[int, ...], dtype: np.dtype) -> str:
     return f"dims {'x'.join(map(str, dims))} {dtype.newbyteorder('=').name}"
 
 
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (raw or gzip) into a native-endian array of the declared dtype and shape.
 
@@ -94,7 +95,10 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"{path}: trailing garbage after IDX data ({_shape_text(dims, dtype)} need "
             f"{expected} bytes, found {found})"
         )
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    try:
+        array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    except ValueError as exc:  # e.g. (0, 50000, 50000, 4e9): empty, yet too big to shape
+        raise DataError(f"{path}: IDX dims {dims} are not a shape NumPy can hold ({exc})") from exc
     return array.astype(dtype.newbyteorder("="))
 
 
