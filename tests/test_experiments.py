@@ -11,13 +11,14 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 
-from conftest import REPO, copy_repo, project_env
+from conftest import REPO, SHARED_MNIST, copy_repo, project_env
 from scratchlab.config import compose, validate
 from scratchlab.data.ex3d1 import write_ex3d1
 
@@ -81,35 +82,92 @@ def test_experiment_composes_validates_and_has_its_architecture(name: str) -> No
 # -- real runs through the Hydra app ---------------------------------------------------------
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Callable[..., mlflow.entities.Run]:
-    """Run the Hydra app in a project root of its own (``conf/`` linked, data cached in tmp)
-    and return the run it recorded."""
-    root = tmp_path / "root"
-    root.mkdir()
+def _ex3d1_mirror(directory: Path) -> Path:
+    """A learnable stand-in for ex3d1.xlsx: 200 rows, labels 1..10 (10 meaning digit 0), each
+    class lighting up its own band of pixels."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 10 + 1
+    X = 0.1 * rng.random((200, 400))
+    for digit in range(1, 11):
+        X[labels == digit, 40 * (digit - 1) : 40 * digit] += 0.8
+    mirror = directory / "mirror"
+    mirror.mkdir()
+    write_ex3d1(mirror / "ex3d1.xlsx", X, labels)
+    return mirror
+
+
+def _linear_law_csv(directory: Path) -> Path:
+    """300 rows of y = 3 x1 - 2 x2 + 1 + N(0, 0.1^2)."""
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.uniform(-1, 1, 300), rng.uniform(-1, 1, 300)
+    y = 3 * x1 - 2 * x2 + 1 + rng.normal(0, 0.1, 300)
+    table = directory / "law.csv"
+    np.savetxt(table, np.column_stack([x1, x2, y]), delimiter=",", header="x1,x2,y", comments="")
+    return table
+
+
+def _jobs(directory: Path) -> dict[str, list[str]]:
+    """Overrides per experiment: few epochs unless accuracy is the point, no network access."""
+    jobs = {
+        "keras_mlp": ["train.epochs=5"],
+        "ex3d1_ng": [f"data.mirror={_ex3d1_mirror(directory)}",
+                     f"data.url={CLOSED_PORT_URL}/ex3d1.xlsx", "train.epochs=20"],
+        "linear_regression": [f"data.path={_linear_law_csv(directory)}", "data.target=y"],
+    }
+    if (SHARED_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
+        t10k = ["data=idx", f"data.images={SHARED_MNIST / 't10k-images-idx3-ubyte.gz'}",
+                f"data.labels={SHARED_MNIST / 't10k-labels-idx1-ubyte.gz'}",
+                "data.test_fraction=0.2", "train.epochs=1"]
+        jobs |= {"mnist_two_layer": t10k, "mnist_best": t10k}
+    for name, overrides in jobs.items():
+        if name != "keras_mlp":  # one run logging the pyfunc model is enough
+            overrides.append("tracking.log_model=false")
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def app_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, mlflow.entities.Run | str]:
+    """Every experiment through ``python -m scratchlab.train experiment=NAME``, concurrently
+    (one shared store, as in a sweep), in a project root of their own (``conf/`` linked, data
+    cached there). Maps each name to its MLflow run, or to the output of a failed process."""
+    root = tmp_path_factory.mktemp("root")
     (root / "conf").symlink_to(REPO / "conf")
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
 
-    def run(*overrides: str) -> mlflow.entities.Run:
-        done = subprocess.run(
-            [sys.executable, "-m", "scratchlab.train", *overrides, "train.progress=false",
-             f"hydra.run.dir={tmp_path / 'out'}"],
-            cwd=tmp_path, env=project_env(root, uri), capture_output=True, text=True,
-            timeout=300,
+    def run(name: str, overrides: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "scratchlab.train", f"experiment={name}", *overrides,
+             "train.progress=false", f"hydra.run.dir={root / 'out' / name}"],
+            cwd=root, env=project_env(root, uri), capture_output=True, text=True, timeout=300,
         )
-        assert done.returncode == 0, done.stdout + done.stderr
-        client = mlflow.MlflowClient(tracking_uri=uri)
-        [found] = client.search_runs([client.get_experiment_by_name("scratchlab").experiment_id])
-        assert found.info.status == "FINISHED"
-        return found
 
+    jobs = _jobs(root)
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        done = {name: pool.submit(run, name, overrides) for name, overrides in jobs.items()}
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("scratchlab")
+    results: dict[str, mlflow.entities.Run | str] = {}
+    for name, future in done.items():
+        process = future.result()
+        if process.returncode != 0 or experiment is None:
+            results[name] = f"exit {process.returncode}:\n{process.stdout}\n{process.stderr}"
+            continue
+        [results[name]] = client.search_runs(
+            [experiment.experiment_id], filter_string=f"attributes.run_name = '{name}'"
+        )
+    return results
+
+
+def _finished(app_runs: dict, name: str) -> mlflow.entities.Run:
+    run = app_runs[name]
+    assert not isinstance(run, str), run
+    assert run.info.status == "FINISHED"
     return run
 
 
 @pytest.mark.slow
-def test_keras_mlp_on_digits(app) -> None:
-    run = app("experiment=keras_mlp", "train.epochs=5")
-    assert run.info.run_name == "keras_mlp"
+def test_keras_mlp_on_digits(app_runs) -> None:
+    run = _finished(app_runs, "keras_mlp")
     assert run.data.params["model.hidden"] == "[64, 64]"
     assert run.data.params["model.dropout"] == "0.5"
     assert {"test_accuracy", "test_loss", "test_macro_f1"} <= set(run.data.metrics)
@@ -117,33 +175,17 @@ def test_keras_mlp_on_digits(app) -> None:
 
 
 @pytest.mark.slow
-def test_ex3d1_ng_on_a_synthetic_workbook(app, tmp_path: Path) -> None:
-    """A learnable stand-in for ex3d1.xlsx in a local mirror; the URL points at a closed port."""
-    rng = np.random.default_rng(0)
-    labels = np.arange(200) % 10 + 1  # 1..10, 10 meaning digit 0, as in the real workbook
-    X = 0.1 * rng.random((200, 400))
-    for digit in range(1, 11):  # each class lights up its own band of pixels
-        X[labels == digit, 40 * (digit - 1) : 40 * digit] += 0.8
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    write_ex3d1(mirror / "ex3d1.xlsx", X, labels)
-    run = app("experiment=ex3d1_ng", f"data.mirror={mirror}",
-              f"data.url={CLOSED_PORT_URL}/ex3d1.xlsx", "train.epochs=20",
-              "tracking.log_model=false")
+def test_ex3d1_ng_on_a_synthetic_workbook(app_runs) -> None:
+    """The workbook comes from a local mirror; the URL points at a closed loopback port."""
+    run = _finished(app_runs, "ex3d1_ng")
     assert run.data.params["model.init"] == "epsilon"
     assert run.data.tags["dataset"] == "ex3d1"
     assert run.data.metrics["test_accuracy"] >= 0.9
 
 
 @pytest.mark.slow
-def test_linear_regression_recovers_a_linear_law(app, tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    x1, x2 = rng.uniform(-1, 1, 300), rng.uniform(-1, 1, 300)
-    y = 3 * x1 - 2 * x2 + 1 + rng.normal(0, 0.1, 300)
-    table = tmp_path / "law.csv"
-    table.write_text("x1,x2,y\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(x1, x2, y)))
-    run = app("experiment=linear_regression", f"data.path={table}", "data.target=y",
-              "tracking.log_model=false")
+def test_linear_regression_recovers_a_linear_law(app_runs) -> None:
+    run = _finished(app_runs, "linear_regression")
     assert run.data.params["model.loss"] == "mse"
     assert run.data.metrics["test_r2"] > 0.9
 
@@ -151,13 +193,11 @@ def test_linear_regression_recovers_a_linear_law(app, tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "floor"), [("mnist_two_layer", 0.5), ("mnist_best", 0.85)])
 def test_mnist_experiments_on_the_real_t10k_files(
-    app, shared_mnist: Path, name: str, floor: float
+    app_runs, shared_mnist: Path, name: str, floor: float
 ) -> None:
-    run = app(f"experiment={name}", "data=idx",
-              f"data.images={shared_mnist / 't10k-images-idx3-ubyte.gz'}",
-              f"data.labels={shared_mnist / 't10k-labels-idx1-ubyte.gz'}",
-              "data.test_fraction=0.2", "train.epochs=2", "tracking.log_model=false")
-    assert run.info.run_name == name
+    """One epoch on the 8000/2000 split of the official t10k files."""
+    run = _finished(app_runs, name)
+    assert run.data.tags["dataset"] == "idx"
     assert run.data.metrics["test_accuracy"] >= floor
 
 
