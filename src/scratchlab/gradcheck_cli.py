@@ -104,7 +104,7 @@ def gradcheck(
 
 
 def report(net: Network, errors: Mapping[str, float], tolerance: float) -> str:
-    """The table printed by the command: one row per parameter, worst last line."""
+    """The table the command prints: one row per parameter, failures flagged."""
     width = max(len("parameter"), *(len(key) for key in errors))
     lines = [f"{'parameter':<{width}}  {'shape':<12}  relative error"]
     for key, error in errors.items():
@@ -128,14 +128,11 @@ def run(
     net, errors = gradcheck(overrides, samples=samples, input_dim=input_dim, output_dim=output_dim)
     print(report(net, errors, tolerance), flush=True)
     worst = max(errors, key=errors.__getitem__)
-    spec = net.spec
     if errors[worst] >= tolerance:
         raise GradientCheckFailed(
             f"gradient check failed: {worst} relative error {errors[worst]:.2e} >= tolerance "
             f"{tolerance:g}"
         )
-    print(
-        f"OK: {len(errors)} parameters of {spec.input_dim}-"
-        f"{'-'.join(map(str, spec.hidden + (spec.output_dim,)))}, worst {worst} "
-        f"{errors[worst]:.2e} < {tolerance:g}"
-    )
+    layers = "-".join(map(str, (net.spec.input_dim, *net.spec.hidden, net.spec.output_dim)))
+    print(f"OK: {len(errors)} parameters of {layers}, worst {worst} {errors[worst]:.2e} "
+          f"< {tolerance:g}")
