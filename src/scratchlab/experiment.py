@@ -76,19 +76,9 @@ def prepare_data(cfg: Mapping[str, Any], raw_dir: Path | None = None) -> tuple[S
 
 
 def network_spec(cfg: Mapping[str, Any], splits: Splits) -> NetworkSpec:
-    model = cfg["model"]
-    return NetworkSpec(
-        input_dim=splits.input_dim,
-        output_dim=splits.output_dim,
-        hidden=tuple(int(h) for h in model["hidden"]),
-        activation=model["activation"],
-        output=model["output"],
-        loss=model["loss"],
-        dropout=float(model["dropout"]),
-        batchnorm=bool(model["batchnorm"]),
-        init=model["init"],
-        init_scale=float(model["init_scale"]),
-        weight_decay=float(model["weight_decay"]),
+    """The configured network (``model.*``) sized for ``splits``."""
+    return NetworkSpec.from_dict(
+        _plain(cfg["model"]), input_dim=splits.input_dim, output_dim=splits.output_dim
     )
 
 
