@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from scratchlab.config import compose, validate
@@ -36,21 +37,9 @@ class GradientCheckFailed(ScratchlabError):
 
 
 def _spec(cfg: Mapping[str, Any], input_dim: int, output_dim: int) -> NetworkSpec:
-    model = cfg["model"]
-    return NetworkSpec(
-        input_dim=input_dim,
-        output_dim=output_dim,
-        hidden=tuple(int(h) for h in model["hidden"]),
-        activation=model["activation"],
-        output=model["output"],
-        loss=model["loss"],
-        dropout=float(model["dropout"]),
-        batchnorm=bool(model["batchnorm"]),
-        init=model["init"],
-        init_scale=float(model["init_scale"]),
-        weight_decay=float(model["weight_decay"]),
-        dtype="float64",
-    )
+    model = OmegaConf.to_container(cfg["model"], resolve=True)
+    return NetworkSpec.from_dict(model, input_dim=input_dim, output_dim=output_dim,
+                                 dtype="float64")
 
 
 def _shape(data: str, input_dim: int | None, output_dim: int | None) -> tuple[int, int]:
