@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from scratchlab.config import compose, validate
@@ -37,9 +37,10 @@ class GradientCheckFailed(ScratchlabError):
 
 
 def _spec(cfg: Mapping[str, Any], input_dim: int, output_dim: int) -> NetworkSpec:
-    model = OmegaConf.to_container(cfg["model"], resolve=True)
-    return NetworkSpec.from_dict(model, input_dim=input_dim, output_dim=output_dim,
-                                 dtype="float64")
+    model = OmegaConf.to_container(cfg["model"]) if isinstance(cfg, DictConfig) else cfg["model"]
+    return NetworkSpec.from_dict(
+        model, input_dim=input_dim, output_dim=output_dim, dtype="float64"
+    )
 
 
 def _shape(data: str, input_dim: int | None, output_dim: int | None) -> tuple[int, int]:
