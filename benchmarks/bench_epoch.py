@@ -2,8 +2,11 @@
 
 Compares scratchlab (SGD and Adam) with PyTorch CPU eager (if importable) and scikit-learn's
 MLPClassifier on the same data, architecture, batch size (100) and dtype (float32), each epoch
-including its shuffling. Runs are interleaved (ours, ours-Adam, torch, sklearn, repeat) so
-load from other processes hits every contender alike; medians are reported. The "ideal" time
+including its shuffling. Each contender lives in its own worker process (its own copy of the
+data, its own BLAS/OpenMP thread pools: in one process, torch's OpenMP threads still spinning
+after its epoch would slow whoever runs next). Runs are interleaved (ours, ours-Adam, torch,
+sklearn, repeat), one at a time with a short pause between, so load from other processes hits
+every contender alike; medians are reported. The "ideal" time
 is the epoch's FLOPs (forward + backward ~ 6 n (784*100 + 100*10)) at the peak float32 GEMM
 throughput measured here with one big matmul.
 
@@ -13,7 +16,9 @@ The last line printed is one JSON object with the figures.
 """
 
 import argparse
+import importlib.util
 import json
+import multiprocessing
 import resource
 import statistics
 import subprocess
@@ -85,6 +90,49 @@ def sklearn_epoch(X, labels, seed: int) -> float:
     return time.perf_counter() - start
 
 
+PAUSE_S = 0.5
+RUNNERS = {
+    "numpy_sgd": lambda X, Y, labels, seed: ours(X, Y, "sgd", seed),
+    "numpy_adam": lambda X, Y, labels, seed: ours(X, Y, "adam", seed),
+    "torch_sgd": lambda X, Y, labels, seed: torch_epoch(X, labels, seed),
+    "sklearn_sgd": lambda X, Y, labels, seed: sklearn_epoch(X, labels, seed),
+}
+
+
+def _serve(name: str, n: int, conn) -> None:
+    """Worker loop: build the data, warm up (caches, thread pools, lazy imports), then time
+    one epoch per seed received until ``None``."""
+    if name == "torch_sgd":
+        import torch
+
+        torch.set_num_threads(2)
+    X, Y, labels = make_data(n)
+    run = RUNNERS[name]
+    run(X, Y, labels, 0)
+    conn.send("ready")
+    while (seed := conn.recv()) is not None:
+        conn.send(run(X, Y, labels, seed))
+
+
+class Contender:
+    """One implementation in its own process, timed on demand."""
+
+    def __init__(self, name: str, n: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_serve, args=(name, n, child), daemon=True)
+        self.process.start()
+        assert self.conn.recv() == "ready"
+
+    def epoch(self, seed: int) -> float:
+        self.conn.send(seed)
+        return self.conn.recv()
+
+    def close(self) -> None:
+        self.conn.send(None)
+        self.process.join(timeout=30)
+
+
 def peak_gflops(size: int = 4000, repeats: int = 5) -> float:
     """Best float32 GEMM throughput of ``size`` x ``size`` matrices, in GFLOP/s."""
     rng = np.random.default_rng(0)
@@ -154,26 +202,20 @@ def main() -> None:
         child_memory(args.n)
         return
 
-    X, Y, labels = make_data(args.n)
-    runners = {
-        "numpy_sgd": lambda seed: ours(X, Y, "sgd", seed),
-        "numpy_adam": lambda seed: ours(X, Y, "adam", seed),
-    }
-    try:
-        import torch
-
-        torch.set_num_threads(2)
-        runners["torch_sgd"] = lambda seed: torch_epoch(X, labels, seed)
-    except ImportError:
+    names = ["numpy_sgd", "numpy_adam", "torch_sgd", "sklearn_sgd"]
+    if importlib.util.find_spec("torch") is None:
         print("torch not importable: skipped (pip install torch==2.13.0)", file=sys.stderr)
-    runners["sklearn_sgd"] = lambda seed: sklearn_epoch(X, labels, seed)
-
-    for run in runners.values():  # warm-up: caches, thread pools, lazy imports
-        run(0)
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for r in range(args.repeats):
-        for name, run in runners.items():
-            times[name].append(run(r + 1))
+        names.remove("torch_sgd")
+    workers = {name: Contender(name, args.n) for name in names}
+    times: dict[str, list[float]] = {name: [] for name in names}
+    try:
+        for r in range(args.repeats):
+            for name, worker in workers.items():
+                time.sleep(PAUSE_S)  # let the previous contender's threads go idle
+                times[name].append(worker.epoch(r + 1))
+    finally:
+        for worker in workers.values():
+            worker.close()
     median = {name: statistics.median(ts) for name, ts in times.items()}
 
     gflops = peak_gflops()
