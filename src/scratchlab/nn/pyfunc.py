@@ -1,11 +1,12 @@
 """Log a network to MLflow as a generic ``python_function`` model.
 
 The model directory holds the weights and spec written by ``save_network`` (artifact
-``network/``) and a pickled ``NetworkModel`` that reloads them with ``load_network``. That
-class is pickled by reference, so serving needs ``scratchlab`` importable (it is wherever the
-project is installed, e.g. ``mlflow models predict ... --env-manager local``). We do not ship
-it via ``code_paths``: on load MLflow would evict the already-imported ``scratchlab`` modules
-from ``sys.modules``, splitting class identities (``ConfigError``...) inside a running process.
+``network/``) and the model-from-code file ``pyfunc_model.py``, which MLflow runs on load to
+get a ``NetworkModel`` that reloads the weights with ``load_network``; nothing is pickled.
+Serving needs ``scratchlab`` importable (it is wherever the project is installed, e.g.
+``mlflow models predict ... --env-manager local``). We do not ship the package via
+``code_paths``: on load MLflow would evict the already-imported ``scratchlab`` modules from
+``sys.modules``, splitting class identities (``ConfigError``...) inside a running process.
 Requirements are pinned explicitly instead of inferred, which would spawn a slow subprocess.
 """
 
@@ -21,6 +22,7 @@ from scratchlab.nn.network import Network
 from scratchlab.nn.persistence import load_network, save_network
 
 _WEIGHTS = "network.npz"
+_MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
 class NetworkModel(mlflow.pyfunc.PythonModel):
@@ -53,7 +55,7 @@ def log_pyfunc_model(net: Network, name: str = "model", input_example=None):
         save_network(net, directory / _WEIGHTS)
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=NetworkModel(),
+            python_model=str(_MODEL_CODE),
             artifacts={"network": str(directory)},
             signature=signature,
             input_example=input_example,
