@@ -95,6 +95,9 @@ def connect(configured_uri: str | None, experiment: str) -> str:
     uri = tracking_uri(configured_uri)
     check_store(uri)
     mlflow.set_tracking_uri(uri)
+    # MLflow draws a download bar for every model it validates (two tiny local files): noise
+    # between our own epoch bars. Users who want it back set the variable themselves.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         with _store_lock(uri):
             return _experiment_id(experiment, artifact_location(uri))
