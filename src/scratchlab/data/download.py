@@ -65,6 +65,28 @@ def _candidates(name: str, sources: list[str], mirror: str | None) -> list[str]:
     return [str(local_path(mirror) / name), *sources]
 
 
+class _Unreachable(DataError):
+    """The server could not be reached at all (a mirror may help, unlike a bad file)."""
+
+
+def _network_error(exc: OSError, url: str) -> DataError:
+    """What went wrong, in words a user can act on: requests nests urllib3's and the socket's
+    errors three deep in its message, so name the common cases and keep the rest whole."""
+    import requests
+
+    text = str(exc)
+    host = urlparse(url).netloc
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return DataError(f"HTTP {exc.response.status_code} {exc.response.reason}")
+    if isinstance(exc, requests.Timeout):
+        return _Unreachable(f"no answer from {host} within {_TIMEOUT_S} s")
+    if "NameResolutionError" in text or "Name or service not known" in text:
+        return _Unreachable(f"cannot resolve {host} (no network?)")
+    if "Connection refused" in text:
+        return _Unreachable(f"connection refused by {host}")
+    return _Unreachable(_one_line(exc) or type(exc).__name__)
+
+
 def _fetch_into(tmp: Path, source: str, progress: bool) -> None:
     """Copy or download ``source`` to ``tmp``; raise DataError with a short reason on failure."""
     if is_url(source):
@@ -74,7 +96,7 @@ def _fetch_into(tmp: Path, source: str, progress: bool) -> None:
         try:
             downloader(source, str(tmp), None)
         except OSError as exc:  # requests' exceptions all derive from OSError
-            raise DataError(_one_line(exc) or type(exc).__name__) from None
+            raise _network_error(exc, source) from None
         return
     path = local_path(source)
     if not path.is_file():
@@ -116,7 +138,7 @@ def fetch_file(
     candidates = _candidates(name, sources, mirror)
     if not candidates:
         raise DataError(f"{name}: no source to fetch it from (no mirror and no URLs/paths given)")
-    failures = []
+    failures, unreachable = [], False
     for source in candidates:
         try:
             with atomic_path(target) as tmp:
@@ -127,11 +149,15 @@ def fetch_file(
                     raise DataError(problem)
         except (DataError, OSError) as exc:  # OSError: the temp file could not be written/moved
             reason = _one_line(exc)
+            unreachable |= isinstance(exc, _Unreachable)
             logger.warning("%s: %s (from %s)", name, reason, source)
             failures.append(f"{reason} (from {source})")
             continue
         logger.info("%s: saved to %s", name, target)
         return target
+    hint = ""
+    if unreachable and mirror is None and not os.environ.get(MIRROR_ENV):
+        hint = f"; to use a local copy, set data.mirror or {MIRROR_ENV} to its directory"
     if len(failures) == 1:
-        raise DataError(f"{name}: {failures[0]}")
-    raise DataError(f"{name}: all {len(failures)} sources failed: {'; '.join(failures)}")
+        raise DataError(f"{name}: {failures[0]}{hint}")
+    raise DataError(f"{name}: all {len(failures)} sources failed: {'; '.join(failures)}{hint}")
