@@ -22,6 +22,9 @@ from conftest import REPO, SHARED_MNIST, copy_repo, project_env
 from scratchlab.config import compose, validate
 from scratchlab.data.ex3d1 import write_ex3d1
 
+# one xdist worker runs this whole module, so its module-scoped fixture is built once
+pytestmark = pytest.mark.xdist_group("test_experiments")
+
 CLOSED_PORT_URL = "http://127.0.0.1:9"  # the discard port: nothing listens on loopback
 
 

@@ -15,6 +15,9 @@ mlflow = pytest.importorskip("mlflow")
 from scratchlab.nn.network import NetworkSpec, build_network  # noqa: E402
 from scratchlab.nn.pyfunc import log_pyfunc_model  # noqa: E402
 
+# one xdist worker runs this whole module, so its module-scoped fixture is built once
+pytestmark = pytest.mark.xdist_group("test_nn_pyfunc")
+
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):

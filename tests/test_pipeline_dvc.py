@@ -12,7 +12,8 @@ import pytest
 
 from conftest import copy_repo, project_env
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs this whole module, so its module-scoped fixture is built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_pipeline_dvc")]
 
 
 def _dvc(root: Path, env: dict[str, str], *args: str) -> str:

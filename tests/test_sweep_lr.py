@@ -12,7 +12,8 @@ from mlflow import MlflowClient
 
 from test_sweep_support import env_for, parent_and_children, run, sweep
 
-pytestmark = pytest.mark.slow
+# one xdist worker runs this whole module, so its module-scoped fixture is built once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_sweep_lr")]
 
 LRS = ["0.001", "0.01", "0.1", "1", "10"]
 
