@@ -29,11 +29,11 @@ from scratchlab.nn.network import Network, NetworkSpec, build_network
 from scratchlab.nn.optimizers import make_optimizer
 from scratchlab.nn.persistence import save_network
 from scratchlab.nn.training import EarlyStopping, History, fit
-from scratchlab.paths import project_root
+from scratchlab.paths import git_commit, project_root
 from scratchlab.preprocess import Splits, preprocess
 from scratchlab.signals import deferred_interrupts
-from scratchlab.tracking.run import ended_run, git_commit, loggable_params
-from scratchlab.tracking.store import check_store, connect, tracking_uri
+from scratchlab.tracking.run import ended_run, loggable_params
+from scratchlab.tracking.store import connect
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,6 @@ def data_fingerprint(data_cfg: Mapping[str, Any]) -> str:
     """A short hash naming a data config, so the Hydra app caches each dataset once."""
     blob = json.dumps(_plain(data_cfg), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def preflight(cfg: Mapping[str, Any]) -> None:
-    """Everything that can fail in seconds, checked before minutes go into data and training:
-    the config values and the tracking store."""
-    validate(cfg)
-    check_store(tracking_uri(cfg["tracking"]["uri"]))
 
 
 def prepare_data(cfg: Mapping[str, Any], raw_dir: Path | None = None) -> tuple[Splits, dict]:

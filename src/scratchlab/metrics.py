@@ -7,13 +7,6 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import (
-    classification_report,
-    confusion_matrix,
-    mean_absolute_error,
-    mean_squared_error,
-    r2_score,
-)
 
 from scratchlab import plots
 
@@ -24,6 +17,9 @@ def classification_metrics(
     y_true: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str], title: str
 ) -> tuple[dict[str, float], Files, Figure]:
     """Accuracy, loss, per-class report and confusion matrix (JSON for DVC and MLflow, PNG)."""
+    # scikit-learn takes over a second to import: only the processes that score pay for it
+    from sklearn.metrics import classification_report, confusion_matrix
+
     y_pred = probabilities.argmax(axis=1)
     labels = list(range(len(class_names)))
     names = [str(c) for c in class_names]
@@ -59,6 +55,8 @@ def regression_metrics(
     y_true: np.ndarray, predicted: np.ndarray, title: str
 ) -> tuple[dict[str, float], Files, Figure]:
     """MSE/RMSE/MAE/R^2 and a predicted-vs-actual scatter."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
     y_true = y_true.reshape(len(y_true), -1).astype(np.float64)
     predicted = predicted.reshape(len(predicted), -1).astype(np.float64)
     mse = float(mean_squared_error(y_true, predicted))

@@ -24,10 +24,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from scratchlab.cli_support import INTERRUPTED_EXIT
-from scratchlab.config import conf_dir
+from scratchlab.config import conf_dir, validate
 from scratchlab.errors import DivergedError, ScratchlabError
-from scratchlab.experiment import evaluate, preflight, prepare_data, train
 from scratchlab.sweeps.job import job_run
+from scratchlab.tracking.store import check_store, tracking_uri
 
 log = logging.getLogger("scratchlab")
 
@@ -41,7 +41,12 @@ def run_job(
     parent_run_id: str | None = None,
 ) -> float:
     """Prepare data, train and evaluate one configuration; return its final validation loss."""
-    preflight(cfg)
+    # What can fail in seconds fails first, before minutes of data and training and before the
+    # ~3 s it takes to import MLflow and scikit-learn: the config values, the tracking store.
+    validate(cfg)
+    check_store(tracking_uri(cfg["tracking"]["uri"]))
+    from scratchlab.experiment import evaluate, prepare_data, train
+
     splits, manifest = prepare_data(cfg)
     result = train(cfg, splits, manifest, out_dir, run_name=run_name,
                    tags=tags or {"entry_point": "hydra"}, parent_run_id=parent_run_id)

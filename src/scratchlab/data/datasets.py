@@ -18,11 +18,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from scratchlab.data.download import fetch_file, file_digest, is_url, local_path
-from scratchlab.data.ex3d1 import read_ex3d1
 from scratchlab.data.idx import read_idx_pair
 from scratchlab.data.manifest import read_manifest, verify_manifest, write_manifest
 from scratchlab.data.npz import save_npz_deterministic
-from scratchlab.data.tabular import read_table
 from scratchlab.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -306,6 +304,8 @@ def _load_idx(cfg: dict, raw_dir: Path) -> RawDataset:
 
 
 def _load_ex3d1(cfg: dict, raw_dir: Path) -> RawDataset:
+    from scratchlab.data.ex3d1 import read_ex3d1  # pandas + openpyxl: only for this dataset
+
     X, y = read_ex3d1(raw_dir / _basename(cfg["url"]))
     # Octave's 1-based labels: 10 stands for the digit 0.
     y = np.where(y == 10, 0, y)
@@ -313,6 +313,8 @@ def _load_ex3d1(cfg: dict, raw_dir: Path) -> RawDataset:
 
 
 def _load_csv(cfg: dict, raw_dir: Path) -> RawDataset:
+    from scratchlab.data.tabular import read_table  # pandas: only for this dataset
+
     task = _require(cfg, "task", "'classification' or 'regression'")
     table = read_table(
         raw_dir / _basename(str(cfg["path"])),

@@ -11,8 +11,6 @@ import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import pooch
-
 from scratchlab.errors import DataError
 from scratchlab.io import atomic_path
 
@@ -90,6 +88,8 @@ def _network_error(exc: OSError, url: str) -> DataError:
 def _fetch_into(tmp: Path, source: str, progress: bool) -> None:
     """Copy or download ``source`` to ``tmp``; raise DataError with a short reason on failure."""
     if is_url(source):
+        import pooch  # with requests, ~0.3 s to import: only when there is something to download
+
         downloader = pooch.HTTPDownloader(
             progressbar=progress, chunk_size=_CHUNK, timeout=_TIMEOUT_S
         )

@@ -17,7 +17,6 @@ from omegaconf import DictConfig
 
 from scratchlab.sweeps.overrides import swept_keys
 from scratchlab.sweeps.parent import SweepInfo, end_parent, start_parent, write_sweep_info
-from scratchlab.sweeps.report import parent_status, report_parent
 
 log = logging.getLogger("scratchlab")
 
@@ -46,6 +45,10 @@ class MlflowSweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.info is None:
             return
+        # MLflow and matplotlib: imported here, not with the callback, which Hydra also loads
+        # for single runs (a bad config is then reported before ~3 s of imports)
+        from scratchlab.sweeps.report import parent_status, report_parent
+
         info, self.info = self.info, None
         atexit.unregister(self._abandon)
         out_dir = Path(config.hydra.sweep.dir) / COMPARISON_DIR

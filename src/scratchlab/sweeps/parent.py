@@ -13,12 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlflow import MlflowClient
-
 from scratchlab.errors import TrackingError
 from scratchlab.io import write_json_atomic
+from scratchlab.paths import git_commit
 from scratchlab.tracking.retry import with_retry
-from scratchlab.tracking.run import git_commit
 from scratchlab.tracking.store import connect
 
 SWEEP_FILE = "sweep.json"
@@ -42,6 +40,8 @@ def start_parent(
     tracking: Mapping[str, Any], swept: list[str], name: str, tags: Mapping[str, str]
 ) -> SweepInfo:
     """Create the parent run (RUNNING) before any job starts, so jobs never race to create it."""
+    from mlflow import MlflowClient  # not at import: jobs read sweep.json without MLflow
+
     experiment_id = connect(tracking["uri"], tracking["experiment"])
     sweep_id = uuid.uuid4().hex[:12]
     run_tags = {
@@ -63,6 +63,8 @@ def child_tags(info: SweepInfo, job_num: int) -> dict[str, str]:
 
 
 def end_parent(run_id: str, status: str) -> None:
+    from mlflow import MlflowClient  # not at import: jobs read sweep.json without MLflow
+
     client = MlflowClient()
     with_retry(lambda: client.set_terminated(run_id, status), f"end parent {run_id}")
 

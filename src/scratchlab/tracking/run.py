@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import subprocess
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import mlflow
 
-from scratchlab.paths import project_root
 from scratchlab.signals import deferred_interrupts, sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
@@ -33,23 +31,6 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def loggable_params(cfg: Mapping[str, Any]) -> dict[str, str]:
     """Flattened scalar params as MLflow stores them (strings, within its length limit)."""
     return {key: str(value)[:MAX_PARAM_CHARS] for key, value in flatten(cfg).items()}
-
-
-def git_commit() -> str:
-    """The checkout's commit (``+dirty`` if it has uncommitted changes), or ``unknown``."""
-    root = project_root()
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{sha}+dirty" if dirty else sha
 
 
 @contextlib.contextmanager
