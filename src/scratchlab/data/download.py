@@ -78,11 +78,14 @@ def _network_error(exc: OSError, url: str) -> DataError:
         return DataError(f"HTTP {exc.response.status_code} {exc.response.reason}")
     if isinstance(exc, requests.Timeout):
         return _Unreachable(f"no answer from {host} within {_TIMEOUT_S} s")
-    if "NameResolutionError" in text or "Name or service not known" in text:
-        return _Unreachable(f"cannot resolve {host} (no network?)")
-    if "Connection refused" in text:
-        return _Unreachable(f"connection refused by {host}")
-    return _Unreachable(_one_line(exc) or type(exc).__name__)
+    if isinstance(exc, requests.ConnectionError):
+        if "NameResolutionError" in text or "Name or service not known" in text:
+            return _Unreachable(f"cannot resolve {host} (no network?)")
+        if "Connection refused" in text:
+            return _Unreachable(f"connection refused by {host}")
+        return _Unreachable(_one_line(exc))
+    # anything else (a broken transfer, the temp file unwritable) is not cured by a mirror
+    return DataError(_one_line(exc) or type(exc).__name__)
 
 
 def _fetch_into(tmp: Path, source: str, progress: bool) -> None:
