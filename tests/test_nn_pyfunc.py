@@ -50,6 +50,14 @@ def test_load_back_and_predict_identically(logged):
     assert list(inputs[0]["tensor-spec"]["shape"]) == [-1, 4]
 
 
+def test_logged_from_code_not_pickled(logged):
+    uri, run_id, *_ = logged
+    mlflow.set_tracking_uri(uri)
+    local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model"))
+    files = {p.name for p in local.rglob("*")}
+    assert "pyfunc_model.py" in files and not [f for f in files if f.endswith(".pkl")]
+
+
 @pytest.mark.slow
 def test_mlflow_models_predict_cli(logged, tmp_path):
     """``mlflow models predict --env-manager local`` in a subprocess (~10 s)."""

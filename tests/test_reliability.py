@@ -213,6 +213,26 @@ def test_invalid_config_is_rejected_before_any_run(
     assert not (tmp_path / "store" / "mlflow.db").exists(), "an MLflow run started anyway"
 
 
+HEAVY_MODULES = ("mlflow", "sklearn", "pandas", "matplotlib")
+
+
+def test_config_error_comes_before_the_heavy_imports(tmp_path: Path) -> None:
+    """The Hydra app rejects a bad value before importing MLflow, scikit-learn, pandas or
+    matplotlib (seconds of start-up), so the error shows about a second after the command."""
+    report = (
+        "import atexit, runpy, sys; "
+        f"heavy = lambda: [m for m in {HEAVY_MODULES!r} if m in sys.modules]; "
+        "atexit.register(lambda: print('HEAVY', heavy())); "
+        f"sys.argv = ['train', 'optimizer.lr=0', 'hydra.run.dir={tmp_path / 'out'}']; "
+        "runpy.run_module('scratchlab.train', run_name='__main__')"
+    )
+    done = subprocess.run([sys.executable, "-c", report], cwd=tmp_path, env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, _output(done)
+    assert "optimizer.lr=0 is out of range" in _error_line(done)
+    assert "HEAVY []" in done.stdout, _output(done)
+
+
 def test_dataset_name_typo_lists_the_choices(tmp_path: Path) -> None:
     done = _app(["data=mnits"], tmp_path, _env(tmp_path))
     assert done.returncode != 0
