@@ -21,44 +21,23 @@ from pathlib import Path
 import numpy as np
 
 from scratchlab.config import compose, validate
-from scratchlab.experiment import network_spec, prepare_data
-from scratchlab.nn.network import build_network
-from scratchlab.nn.optimizers import make_optimizer
-from scratchlab.nn.training import EarlyStopping, fit
+from scratchlab.data.registry import data_config
+from scratchlab.data.splits import Splits
 from scratchlab.paths import project_root
-from scratchlab.preprocess import Splits
+from scratchlab.prepare import prepare_data
+from scratchlab.trainer import train_network
 
 
 def train_and_score(overrides: list[str], splits: Splits | None = None) -> dict:
     """Train one configuration and return its test accuracy, epochs and wall time."""
-    cfg = compose([*overrides, "train.progress=false"])
-    validate(cfg)
+    config = validate(compose([*overrides, "train.progress=false"]), data=data_config)
     if splits is None:
-        splits, _ = prepare_data(cfg)
-    rng = np.random.default_rng(int(cfg["train"]["seed"]))
-    net = build_network(network_spec(cfg, splits), rng)
-    train_cfg = cfg["train"]
-    es = train_cfg["early_stopping"]
+        splits, _ = prepare_data(config)
     start = time.perf_counter()
-    history = fit(
-        net,
-        make_optimizer(**dict(cfg["optimizer"])),
-        splits.train.X,
-        splits.train.Y,
-        epochs=int(train_cfg["epochs"]),
-        batch_size=int(train_cfg["batch_size"]),
-        rng=rng,
-        validation_data=(splits.val.X, splits.val.Y),
-        early_stopping=EarlyStopping(
-            monitor=es["monitor"], patience=int(es["patience"]), min_delta=float(es["min_delta"]),
-            restore_best=bool(es["restore_best"]),
-        ) if es["enabled"] else None,
-        divergence_factor=float(train_cfg["divergence_factor"]),
-        progress=False,
-    )
+    trained = train_network(config, splits)
     seconds = time.perf_counter() - start
-    accuracy = float(np.mean(net.predict(splits.test.X).argmax(axis=1) == splits.test.y))
-    return {"accuracy": accuracy, "epochs": history.epochs_run, "seconds": seconds,
+    accuracy = float(np.mean(trained.net.predict(splits.test.X).argmax(axis=1) == splits.test.y))
+    return {"accuracy": accuracy, "epochs": trained.history.epochs_run, "seconds": seconds,
             "train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
 
 

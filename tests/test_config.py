@@ -9,7 +9,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from scratchlab.config import compose, load_params, validate, validate_batch_size, write_params
+from scratchlab.config.schema import TrackingConfig, TrainConfig
+from scratchlab.data.registry import data_config
 from scratchlab.errors import ConfigError
+from scratchlab.rules import to_plain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,17 +30,49 @@ def test_dvc_uses_hydra_composition() -> None:
     assert "[hydra]" in text and "enabled = true" in text and "config_dir = conf" in text
 
 
-@pytest.mark.parametrize("dataset", ["digits", "mnist", "ex3d1", "csv"])
+def check(cfg):
+    """Every key, the dataset's own included (what the entry points that read data run)."""
+    return validate(cfg, data=data_config)
+
+
+@pytest.mark.parametrize("dataset", ["digits", "mnist", "fashion_mnist", "ex3d1", "csv"])
 def test_every_dataset_config_composes_and_validates(dataset: str) -> None:
     cfg = compose([f"data={dataset}"])
-    validate(cfg)
-    assert cfg.data.name == dataset
+    assert check(cfg).data.name == cfg.data.name == dataset
 
 
 def test_idx_dataset_needs_its_files() -> None:
     with pytest.raises(ConfigError, match="data.images"):
-        validate(compose(["data=idx"]))
-    validate(compose(["data=idx", "data.images=a.gz", "data.labels=b.gz"]))
+        check(compose(["data=idx"]))
+    check(compose(["data=idx", "data.images=a.gz", "data.labels=b.gz"]))
+
+
+def test_conf_defaults_are_the_schemas_defaults() -> None:
+    """One source of truth: conf/train and conf/tracking say what the schema's defaults say."""
+    cfg = validate(compose([]))
+    assert to_plain(cfg.train) == to_plain(TrainConfig())
+    assert to_plain(cfg.tracking) == to_plain(TrackingConfig())
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("+optimizer.lrr=0.1", r"^optimizer.lrr: unknown key for optimizer 'momentum'; allowed: "
+                               r"name, lr, momentum$"),
+        ("+model.hiden=[3]", r"^model.hiden: unknown key; allowed: name, hidden, activation"),
+        ("+train.epoch=3", r"^train.epoch: unknown key; allowed: epochs, batch_size"),
+        ("+train.early_stopping.patiense=3", r"^train.early_stopping.patiense: unknown key"),
+        ("+data.split_sed=1", r"^data.split_sed: unknown key; allowed: name, task"),
+        ("+tracking.experment=x", r"^tracking.experment: unknown key; allowed: uri, experiment"),
+        ("+sweep.foo=1", r"^sweep: unknown config group; allowed: data, model, optimizer"),
+        ("optimizer=adam +optimizer.momentum=0.9",
+         r"^optimizer.momentum: unknown key for optimizer 'adam'; allowed: name, lr, beta1"),
+    ],
+)
+def test_unknown_keys_are_rejected_in_every_group(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        check(compose(override.split()))
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -58,12 +93,12 @@ def test_idx_dataset_needs_its_files() -> None:
 )
 def test_invalid_values_name_the_key(override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as err:
-        validate(compose([override]))
+        check(compose([override]))
     assert "\n" not in str(err.value)
 
 
 def test_batch_size_larger_than_the_data_is_rejected() -> None:
-    cfg = compose(["train.batch_size=5000"])
+    cfg = validate(compose(["train.batch_size=5000"]))
     with pytest.raises(ConfigError, match=r"train.batch_size=5000 exceeds the 1293"):
         validate_batch_size(cfg, 1293)
 

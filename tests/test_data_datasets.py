@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from scratchlab.data.datasets import DATASETS, RawDataset, fetch_dataset, load_dataset
+from scratchlab.data.base import RawDataset
+from scratchlab.data.catalog import DATASETS
 from scratchlab.data.download import MIRROR_ENV, file_digest
 from scratchlab.data.ex3d1 import write_ex3d1
 from scratchlab.data.idx import write_idx
+from scratchlab.data.registry import fetch_dataset, load_dataset
 from scratchlab.errors import ConfigError, DataError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
@@ -146,7 +148,7 @@ def test_mnist_labels_out_of_range(tmp_path: Path, mnist_mirror: tuple[Path, dic
 def test_mnist_files_config_error(tmp_path: Path) -> None:
     cfg = conf("mnist")
     del cfg["files"]["test_images"]
-    with pytest.raises(ConfigError, match=r"data.files.test_images is not set"):
+    with pytest.raises(ConfigError, match=r"data.files.test_images: missing \(it is required"):
         fetch_dataset(cfg, tmp_path / "raw", progress=False)
 
 
@@ -165,7 +167,7 @@ def test_ex3d1_unpinned_records_sha256(
     tmp_path: Path, ex3d1_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = conf("ex3d1", url=str(ex3d1_file))
-    with caplog.at_level(logging.INFO, logger="scratchlab.data.datasets"):
+    with caplog.at_level(logging.INFO, logger="scratchlab.data.catalog"):
         manifest = fetch_dataset(cfg, tmp_path / "raw", progress=False)
     sha = file_digest(ex3d1_file)
     assert manifest["files"]["ex3d1.xlsx"]["sha256"] == sha
@@ -267,7 +269,7 @@ def test_idx_checksum_keyed_by_filename(tmp_path: Path, idx_pair: tuple[Path, Pa
 
 def test_idx_config_errors(tmp_path: Path, idx_pair: tuple[Path, Path]) -> None:
     images, labels = idx_pair
-    with pytest.raises(ConfigError, match=r"data.images is not set \(expected an IDX file path"):
+    with pytest.raises(ConfigError, match=r"data.images: no value given \(it is required"):
         fetch_dataset(OmegaConf.load(CONF / "idx.yaml"), tmp_path / "raw")
     with pytest.raises(DataError, match=rf"^data.labels: {tmp_path}/nope.gz not found \(relative"):
         fetch_dataset(conf("idx", images=str(images), labels=str(tmp_path / "nope.gz")), tmp_path)
@@ -343,8 +345,9 @@ def test_csv_missing_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_unknown_dataset(tmp_path: Path) -> None:
-    assert DATASETS == ("digits", "mnist", "ex3d1", "idx", "csv")
-    message = r"^data.name is 'cifar' \(expected one of: digits, mnist, ex3d1, idx, csv\)$"
+    assert tuple(DATASETS) == ("digits", "mnist", "fashion_mnist", "ex3d1", "idx", "csv")
+    message = (r"^data.name='cifar' is not allowed; expected one of digits, mnist, fashion_mnist, "
+               r"ex3d1, idx, csv$")
     with pytest.raises(ConfigError, match=message):
         fetch_dataset({"name": "cifar"}, tmp_path)
     with pytest.raises(ConfigError, match=message):
@@ -352,7 +355,7 @@ def test_unknown_dataset(tmp_path: Path) -> None:
 
 
 def test_image_dataset_cannot_be_regression(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="data.task is 'regression' but dataset 'digits' is"):
+    with pytest.raises(ConfigError, match="data.task='regression': dataset 'digits' only supports"):
         load_dataset(conf("digits", task="regression"), tmp_path)
 
 

@@ -1,6 +1,7 @@
 """fetch_file: mirrors, local copies, HTTP from a local server only, checksums, atomicity."""
 
 import functools
+import gzip
 import hashlib
 import http.server
 import os
@@ -11,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from scratchlab.data.download import MIRROR_ENV, fetch_file, file_digest
+from scratchlab.data.download import MIRROR_ENV, Checksums, content_digest, fetch_file, file_digest
 from scratchlab.errors import DataError
 
 PAYLOAD = b"scratchlab test payload\n" * 100
 MD5 = hashlib.md5(PAYLOAD).hexdigest()
 SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
 WRONG_MD5 = "0" * 32
+BY_MD5 = Checksums(md5=MD5)
 
 
 def shared_mnist_dir() -> Path:
@@ -84,27 +86,29 @@ def test_file_digest(src: Path) -> None:
 
 
 def test_local_copy_verified(src: Path, dest: Path) -> None:
-    path = fetch_file("x.bin", [str(src / "data.bin")], dest, md5=MD5, sha256=SHA256.upper())
+    both = Checksums(md5=MD5, sha256=SHA256.upper())
+    path = fetch_file("x.bin", [str(src / "data.bin")], dest, checksums=both)
     assert path == dest / "x.bin" and path.read_bytes() == PAYLOAD
     assert listing(dest) == ["x.bin"]
 
 
 def test_file_url_is_a_local_path(src: Path, dest: Path) -> None:
-    path = fetch_file("x.bin", [(src / "data.bin").as_uri()], dest, md5=MD5, progress=False)
+    path = fetch_file("x.bin", [(src / "data.bin").as_uri()], dest, checksums=BY_MD5,
+                      progress=False)
     assert path.read_bytes() == PAYLOAD
 
 
 def test_existing_verified_file_is_reused(src: Path, dest: Path) -> None:
-    fetch_file("x.bin", [str(src / "data.bin")], dest, md5=MD5)
+    fetch_file("x.bin", [str(src / "data.bin")], dest, checksums=BY_MD5)
     before = (dest / "x.bin").stat().st_mtime_ns
-    path = fetch_file("x.bin", [str(src / "gone.bin")], dest, md5=MD5)
+    path = fetch_file("x.bin", [str(src / "gone.bin")], dest, checksums=BY_MD5)
     assert path.stat().st_mtime_ns == before and listing(dest) == ["x.bin"]
 
 
 def test_existing_wrong_file_is_replaced(src: Path, dest: Path) -> None:
     dest.mkdir()
     (dest / "x.bin").write_bytes(b"stale")
-    fetch_file("x.bin", [str(src / "data.bin")], dest, sha256=SHA256)
+    fetch_file("x.bin", [str(src / "data.bin")], dest, checksums=Checksums(sha256=SHA256))
     assert (dest / "x.bin").read_bytes() == PAYLOAD
 
 
@@ -112,7 +116,7 @@ def test_existing_wrong_file_is_removed_when_refetch_fails(src: Path, dest: Path
     dest.mkdir()
     (dest / "x.bin").write_bytes(b"stale")
     with pytest.raises(DataError, match="md5 is"):
-        fetch_file("x.bin", [str(src / "bad.bin")], dest, md5=MD5)
+        fetch_file("x.bin", [str(src / "bad.bin")], dest, checksums=BY_MD5)
     assert listing(dest) == []
 
 
@@ -125,7 +129,7 @@ def test_without_checksum_always_refetches(src: Path, dest: Path) -> None:
 
 def test_local_checksum_mismatch(src: Path, dest: Path) -> None:
     with pytest.raises(DataError) as info:
-        fetch_file("x.bin", [str(src / "bad.bin")], dest, md5=MD5)
+        fetch_file("x.bin", [str(src / "bad.bin")], dest, checksums=BY_MD5)
     bad_md5 = hashlib.md5(b"not the payload").hexdigest()
     assert str(info.value) == f"x.bin: md5 is {bad_md5}, expected {MD5} (from {src / 'bad.bin'})"
     assert listing(dest) == []
@@ -133,14 +137,14 @@ def test_local_checksum_mismatch(src: Path, dest: Path) -> None:
 
 def test_mirror_dir_is_tried_first(src: Path, dest: Path) -> None:
     (src / "x.bin").write_bytes(PAYLOAD)
-    path = fetch_file("x.bin", [str(src / "bad.bin")], dest, md5=MD5, mirror=str(src))
+    path = fetch_file("x.bin", [str(src / "bad.bin")], dest, checksums=BY_MD5, mirror=str(src))
     assert path.read_bytes() == PAYLOAD
 
 
 def test_mirror_from_env(src: Path, dest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (src / "x.bin").write_bytes(PAYLOAD)
     monkeypatch.setenv(MIRROR_ENV, str(src))
-    assert fetch_file("x.bin", [], dest, md5=MD5).read_bytes() == PAYLOAD
+    assert fetch_file("x.bin", [], dest, checksums=BY_MD5).read_bytes() == PAYLOAD
     # An explicit "" switches the environment's mirror off.
     with pytest.raises(DataError, match="no source to fetch it from"):
         fetch_file("y.bin", [], dest, mirror="")
@@ -150,14 +154,15 @@ def test_bad_mirror_falls_back_to_sources(src: Path, dest: Path) -> None:
     mirror = src / "mirror"
     mirror.mkdir()
     (mirror / "x.bin").write_bytes(b"corrupt")
-    path = fetch_file("x.bin", [str(src / "data.bin")], dest, md5=MD5, mirror=str(mirror))
+    path = fetch_file("x.bin", [str(src / "data.bin")], dest, checksums=BY_MD5, mirror=str(mirror))
     assert path.read_bytes() == PAYLOAD and listing(dest) == ["x.bin"]
 
 
 def test_all_sources_fail_in_one_line(src: Path, dest: Path) -> None:
     with pytest.raises(DataError) as info:
         fetch_file(
-            "x.bin", [str(src / "bad.bin"), str(src / "nope")], dest, md5=MD5, mirror=str(src)
+            "x.bin", [str(src / "bad.bin"), str(src / "nope")], dest, checksums=BY_MD5,
+            mirror=str(src),
         )
     message = str(info.value)
     assert message.startswith("x.bin: all 3 sources failed: not found (from ")
@@ -175,20 +180,22 @@ def test_directory_source_and_no_sources(src: Path, dest: Path) -> None:
 
 
 def test_http_download(server: str, dest: Path) -> None:
-    path = fetch_file("x.bin", [f"{server}/data.bin"], dest, md5=MD5, sha256=SHA256)
+    path = fetch_file("x.bin", [f"{server}/data.bin"], dest,
+                      checksums=Checksums(md5=MD5, sha256=SHA256))
     assert path.read_bytes() == PAYLOAD and listing(dest) == ["x.bin"]
 
 
 def test_http_mirror_base_url(server: str, src: Path, dest: Path) -> None:
     (src / "x.bin").write_bytes(PAYLOAD)
-    path = fetch_file("x.bin", [], dest, sha256=SHA256, mirror=server + "/", progress=False)
+    path = fetch_file("x.bin", [], dest, checksums=Checksums(sha256=SHA256), mirror=server + "/",
+                      progress=False)
     assert path.read_bytes() == PAYLOAD
 
 
 def test_http_wrong_checksum_leaves_nothing(server: str, dest: Path) -> None:
     url = f"{server}/data.bin"
     with pytest.raises(DataError) as info:
-        fetch_file("x.bin", [url], dest, md5=WRONG_MD5, progress=False)
+        fetch_file("x.bin", [url], dest, checksums=Checksums(md5=WRONG_MD5), progress=False)
     assert str(info.value) == f"x.bin: md5 is {MD5}, expected {WRONG_MD5} (from {url})"
     assert listing(dest) == []
 
@@ -196,7 +203,7 @@ def test_http_wrong_checksum_leaves_nothing(server: str, dest: Path) -> None:
 def test_http_404(server: str, dest: Path) -> None:
     url = f"{server}/missing.bin"
     with pytest.raises(DataError) as info:
-        fetch_file("x.bin", [url], dest, md5=MD5, progress=False, mirror="")
+        fetch_file("x.bin", [url], dest, checksums=BY_MD5, progress=False, mirror="")
     assert str(info.value) == f"x.bin: HTTP 404 File not found (from {url})"
     assert listing(dest) == []
 
@@ -229,10 +236,63 @@ def test_unresolvable_host_is_named(dest: Path) -> None:
 )
 def test_real_mnist_mirror(tmp_path: Path) -> None:
     for name, md5 in MNIST_MD5.items():
-        path = fetch_file(name, [], tmp_path, md5=md5, mirror=str(MNIST), progress=False)
+        path = fetch_file(name, [], tmp_path, checksums=Checksums(md5=md5), mirror=str(MNIST),
+                          progress=False)
         assert file_digest(path, "md5") == md5
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz: md5 is ec29112dd5"):
         fetch_file(
-            "t10k-labels-idx1-ubyte.gz", [], tmp_path / "other", md5=WRONG_MD5, mirror=str(MNIST)
+            "t10k-labels-idx1-ubyte.gz", [], tmp_path / "other",
+            checksums=Checksums(md5=WRONG_MD5), mirror=str(MNIST),
         )
     assert listing(tmp_path / "other") == []
+
+
+# --- the content rule: official .gz md5 OR the decompressed content's sha256 -------------------
+
+
+@pytest.fixture
+def recompressed(tmp_path: Path) -> tuple[Path, Path, Checksums]:
+    """The same IDX content gzipped twice with different settings (as Debian recompresses),
+    and the checksums an official list would give for the first."""
+    payload = bytes(range(256)) * 40
+    official, other = tmp_path / "official" / "f.gz", tmp_path / "mirror" / "f.gz"
+    for path, level, mtime in ((official, 9, 0), (other, 1, 12345)):
+        path.parent.mkdir()
+        path.write_bytes(gzip.compress(payload, compresslevel=level, mtime=mtime))
+    assert official.read_bytes() != other.read_bytes()
+    sums = Checksums(md5=file_digest(official, "md5"),
+                     content_sha256=hashlib.sha256(payload).hexdigest())
+    return official, other, sums
+
+
+def test_official_gz_passes_by_its_md5(recompressed, dest: Path) -> None:
+    official, _, sums = recompressed
+    assert fetch_file("f.gz", [str(official)], dest, checksums=sums).is_file()
+
+
+def test_recompressed_copy_passes_by_its_content(recompressed, dest: Path) -> None:
+    _, other, sums = recompressed
+    assert file_digest(other, "md5") != sums.md5 and content_digest(other) == sums.content_sha256
+    assert fetch_file("f.gz", [str(other)], dest, checksums=sums).read_bytes() == other.read_bytes()
+
+
+def test_neither_names_the_file_and_both_expectations(recompressed, dest: Path,
+                                                      tmp_path: Path) -> None:
+    _, _, sums = recompressed
+    bad = tmp_path / "bad" / "f.gz"
+    bad.parent.mkdir()
+    bad.write_bytes(gzip.compress(b"other content"))
+    with pytest.raises(DataError) as info:
+        fetch_file("f.gz", [str(bad)], dest, checksums=sums)
+    message = str(info.value)
+    assert message.startswith(f"f.gz: md5 is {file_digest(bad, 'md5')}, expected {sums.md5} and ")
+    assert f"content sha256 is {content_digest(bad)}, expected {sums.content_sha256}" in message
+    assert "\n" not in message and listing(dest) == []
+
+
+def test_a_truncated_gz_fails_the_content_rule(recompressed, dest: Path, tmp_path: Path) -> None:
+    _, other, sums = recompressed
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(other.read_bytes()[:-20])
+    with pytest.raises(DataError, match="content sha256 is unreadable"):
+        fetch_file("f.gz", [str(cut)], dest, checksums=sums)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import yaml
 
-from scratchlab.errors import ConfigError
 from scratchlab.nn.optimizers import (
     SGD,
     AdaGrad,
@@ -87,17 +86,18 @@ def test_conf_optimizer_files_build(path):
             assert getattr(opt, key) == cfg[key]
 
 
-def test_ignores_keys_that_do_not_apply():
-    opt = make_optimizer("sgd", 0.1, momentum=0.9, beta1=0.5, rho=0.9, eps=1e-7)
-    assert type(opt) is SGD and not hasattr(opt, "momentum")
+def test_rejects_keys_the_optimizer_does_not_take():
+    with pytest.raises(TypeError, match=r"^momentum: not a hyperparameter of sgd \(it takes lr\)"):
+        make_optimizer("sgd", 0.1, momentum=0.9)
+    assert type(make_optimizer("sgd", 0.1)) is SGD
 
 
-def test_config_errors_name_the_key():
-    with pytest.raises(ConfigError, match=r"optimizer\.name.*sgd, momentum, nesterov"):
+def test_argument_errors_name_the_argument():
+    with pytest.raises(ValueError, match=r"^name='lbfgs' .*sgd, momentum, nesterov"):
         make_optimizer("lbfgs", 0.1)
-    with pytest.raises(ConfigError, match=r"optimizer\.lr"):
+    with pytest.raises(ValueError, match=r"^lr=0.0 is out of range"):
         make_optimizer("sgd", 0.0)
-    with pytest.raises(ConfigError, match=r"optimizer\.momentum"):
+    with pytest.raises(ValueError, match=r"^momentum=1.0 is out of range"):
         make_optimizer("momentum", 0.1, momentum=1.0)
-    with pytest.raises(ConfigError, match=r"optimizer\.eps"):
+    with pytest.raises(ValueError, match=r"^eps=0 is out of range"):
         make_optimizer("adam", 0.1, eps=0)

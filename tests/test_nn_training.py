@@ -1,15 +1,13 @@
 """fit/evaluate/History: learning, early stopping, divergence, determinism."""
 
-import time
-
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from scratchlab.errors import ConfigError
+from scratchlab.nn.callbacks import DivergenceGuard, EarlyStopping, EpochEnd, History
 from scratchlab.nn.network import NetworkSpec, build_network
 from scratchlab.nn.optimizers import make_optimizer
-from scratchlab.nn.training import EarlyStopping, History, evaluate, fit
+from scratchlab.nn.training import evaluate, fit
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +24,6 @@ def test_digits_sigmoid_net_learns_fast(digits):
     X, Y, Xv, Yv = digits
     spec = NetworkSpec(64, 10, (100,), "sigmoid", "softmax", "cross_entropy")
     net = build_network(spec, np.random.default_rng(0))
-    start = time.perf_counter()
     history = fit(
         net,
         make_optimizer("sgd", 0.5),
@@ -38,7 +35,6 @@ def test_digits_sigmoid_net_learns_fast(digits):
         validation_data=(Xv, Yv),
         progress=False,
     )
-    assert time.perf_counter() - start < 5.0
     assert isinstance(history, History)
     assert history.history["val_accuracy"][-1] > 0.9
     assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -94,7 +90,7 @@ def test_on_epoch_end_called_once_per_epoch_with_logs():
         batch_size=16,
         rng=np.random.default_rng(0),
         validation_data=(X[:20], Y[:20]),
-        on_epoch_end=lambda epoch, logs: calls.append((epoch, dict(logs))),
+        callbacks=[EpochEnd(lambda epoch, logs: calls.append((epoch, dict(logs))))],
         progress=False,
     )
     assert [epoch for epoch, _ in calls] == [0, 1, 2, 3]
@@ -172,8 +168,7 @@ def test_early_stopping_restores_best_weights():
         batch_size=16,
         rng=np.random.default_rng(0),
         validation_data=(X, Yv),
-        early_stopping=es,
-        on_epoch_end=lambda epoch, logs: states.append(net.state_dict()),
+        callbacks=[es, EpochEnd(lambda epoch, logs: states.append(net.state_dict()))],
         progress=False,
     )
     assert history.stopped_early and history.epochs_run < 200
@@ -200,8 +195,7 @@ def test_early_stopping_restores_at_the_end_too():
         batch_size=8,
         rng=np.random.default_rng(0),
         validation_data=(X, Yv),
-        early_stopping=es,
-        on_epoch_end=lambda epoch, logs: states.append(net.state_dict()),
+        callbacks=[es, EpochEnd(lambda epoch, logs: states.append(net.state_dict()))],
         progress=False,
     )
     assert not history.stopped_early and history.epochs_run == 15
@@ -211,14 +205,14 @@ def test_early_stopping_restores_at_the_end_too():
     assert all(np.array_equal(final[k], states[history.best_epoch][k]) for k in final)
 
 
-def test_early_stopping_config_errors():
-    with pytest.raises(ConfigError, match=r"train\.early_stopping\.monitor"):
+def test_early_stopping_argument_errors():
+    with pytest.raises(ValueError, match=r"^monitor='val_f1' is not allowed; expected one of"):
         EarlyStopping(monitor="val_f1")
-    with pytest.raises(ConfigError, match=r"train\.early_stopping\.patience"):
+    with pytest.raises(ValueError, match=r"^patience=0 is out of range"):
         EarlyStopping(patience=0)
     X, Y = small_problem()
     net = build_network(NetworkSpec(5, 3, (4,)), np.random.default_rng(0))
-    with pytest.raises(ConfigError, match="needs validation data"):
+    with pytest.raises(ValueError, match="val_\\* needs validation data"):
         fit(
             net,
             make_optimizer("sgd", 0.1),
@@ -227,10 +221,10 @@ def test_early_stopping_config_errors():
             epochs=1,
             batch_size=8,
             rng=np.random.default_rng(0),
-            early_stopping=EarlyStopping(),
+            callbacks=[EarlyStopping()],
             progress=False,
         )
-    with pytest.raises(ConfigError, match=r"train\.batch_size"):
+    with pytest.raises(ValueError, match=r"^batch_size=0 is out of range"):
         fit(
             net,
             make_optimizer("sgd", 0.1),
@@ -259,7 +253,7 @@ def test_divergence_is_reported_not_raised():
         batch_size=8,
         rng=np.random.default_rng(0),
         validation_data=(X, T),
-        on_epoch_end=lambda epoch, logs: logged.append(epoch),
+        callbacks=[EpochEnd(lambda epoch, logs: logged.append(epoch))],
         progress=False,
     )
     assert history.diverged and not history.stopped_early
@@ -278,7 +272,7 @@ class Exploding:
             p *= 3.0
 
 
-def test_divergence_factor_relative_to_first_epoch():
+def test_guard_stops_a_loss_that_stays_worse_than_untrained():
     X, _ = small_problem()
     T = np.ones((60, 1), dtype=np.float32)
     spec = NetworkSpec(5, 1, (), output="linear", loss="mse", init="normal", init_scale=1.0)
@@ -291,12 +285,34 @@ def test_divergence_factor_relative_to_first_epoch():
         epochs=30,
         batch_size=60,
         rng=np.random.default_rng(0),
-        divergence_factor=20.0,
+        callbacks=[DivergenceGuard(factor=20.0, patience=2)],
         progress=False,
     )
     losses = history.history["loss"]
-    assert history.diverged and history.diverged_epoch == len(losses) - 1 >= 1
-    assert np.isfinite(losses[-1]) and losses[-1] > 20 * losses[0] >= max(losses[:-1])
+    limit = 20 * history.initial_loss
+    assert history.diverged and history.diverged_epoch == len(losses) - 1 >= 2
+    assert np.isfinite(losses[-1]) and losses[-1] > losses[-2] > limit >= max(losses[:-2])
+
+
+def test_guard_tolerates_an_overshoot_that_recovers():
+    """Above the untrained loss for fewer epochs than the patience: not diverged."""
+    net = build_network(NetworkSpec(5, 3, (4,)), np.random.default_rng(0))
+    guard, history = DivergenceGuard(factor=1.0, patience=3), History(initial_loss=1.0)
+    guard.on_train_begin(net, history)
+    reasons = [guard.on_epoch_end(e, {"loss": loss}, net, history)
+               for e, loss in enumerate([1.5, 2.0, 0.9, 1.2, 1.3, 0.5, 1.1, 1.1, 1.1])]
+    assert reasons == [None] * 8 + ["diverged"]
+
+
+@pytest.mark.parametrize(("losses", "diverged"), [([1.5, 0.9, 1.2], True), ([1.5, 0.9], False)])
+def test_guard_flags_a_run_that_ends_worse_than_it_started(losses, diverged):
+    net = build_network(NetworkSpec(5, 3, (4,)), np.random.default_rng(0))
+    guard, history = DivergenceGuard(factor=1.0, patience=3), History(initial_loss=1.0)
+    guard.on_train_begin(net, history)
+    assert [guard.on_epoch_end(e, {"loss": v}, net, history) for e, v in enumerate(losses)] == [
+        None] * len(losses)
+    guard.on_train_end(net, history)
+    assert history.diverged is diverged
 
 
 def fitted_state(seed: int, dropout: float):
@@ -336,10 +352,12 @@ def test_float64_network_trains_in_float64():
 
 
 def test_huge_learning_rate_diverges_without_nan(digits):
-    """Stable losses never go NaN here: divergence is caught by the factor on the initial loss."""
+    """Stable losses never go NaN here: the guard catches a loss stuck above the initial one."""
     X, Y, _, _ = digits
     net = build_network(NetworkSpec(64, 10, (100,)), np.random.default_rng(0))
     history = fit(net, make_optimizer("sgd", 1000.0), X, Y, epochs=30, batch_size=32,
-                  rng=np.random.default_rng(0), progress=False)  # fmt: skip
-    assert history.diverged and history.diverged_epoch == 0 and history.epochs_run == 1
-    assert np.isfinite(history.history["loss"][0]) and history.history["loss"][0] > 1e3 * 2.3
+                  rng=np.random.default_rng(0), callbacks=[DivergenceGuard()],
+                  progress=False)  # fmt: skip
+    assert history.diverged and history.diverged_epoch == 2 and history.epochs_run == 3
+    losses = history.history["loss"]
+    assert np.isfinite(losses).all() and min(losses) > 1e3 * history.initial_loss

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchlab.data.datasets import RawDataset
-from scratchlab.preprocess import load_splits, preprocess, save_splits, stratified_holdout
+from scratchlab.data.base import RawDataset
+from scratchlab.data.preprocess import preprocess, stratified_holdout
+from scratchlab.data.splits import load_splits, save_splits
 
 
 def _raw(n: int = 300, classes: int = 3, test: bool = False) -> RawDataset:
@@ -23,7 +24,7 @@ def _raw(n: int = 300, classes: int = 3, test: bool = False) -> RawDataset:
     )
 
 
-DATA_CFG = {"test_fraction": 0.2, "split_seed": 0}
+SPLIT = {"test_fraction": 0.2, "split_seed": 0, "val_fraction": 0.1}
 
 
 def test_split_sizes_are_stratified_and_disjoint() -> None:
@@ -34,26 +35,28 @@ def test_split_sizes_are_stratified_and_disjoint() -> None:
 
 
 def test_preprocess_scales_flattens_and_one_hot_encodes() -> None:
-    splits = preprocess(_raw(), DATA_CFG, 0.1)
+    raw = _raw()
+    splits = preprocess(raw, **SPLIT)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (216, 24, 60)
+    pixels = {tuple(row) for row in (raw.X.reshape(len(raw.X), 16) / 255.0).astype(np.float32)}
     for part in (splits.train, splits.val, splits.test):
         assert part.X.dtype == np.float32 and part.X.shape[1] == 16
-        assert part.X.min() >= 0.0 and part.X.max() <= 1.0
+        assert {tuple(row) for row in part.X} <= pixels  # each row is a raw image / 255
         assert np.array_equal(part.Y.argmax(axis=1), part.y) and part.Y.sum() == len(part.y)
     assert splits.input_dim == 16 and splits.output_dim == 3
 
 
 def test_official_test_split_is_kept() -> None:
-    splits = preprocess(_raw(test=True), {"test_fraction": None, "split_seed": 0}, 0.1)
+    splits = preprocess(_raw(test=True), **{**SPLIT, "test_fraction": None})
     assert len(splits.test) == 30 and len(splits.train) + len(splits.val) == 300
 
 
 def test_same_seed_same_split_bytes(tmp_path: Path) -> None:
-    save_splits(preprocess(_raw(), DATA_CFG, 0.1), tmp_path / "a")
-    save_splits(preprocess(_raw(), DATA_CFG, 0.1), tmp_path / "b")
+    save_splits(preprocess(_raw(), **SPLIT), tmp_path / "a")
+    save_splits(preprocess(_raw(), **SPLIT), tmp_path / "b")
     for name in ("train.npz", "val.npz", "test.npz", "stats.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    other = preprocess(_raw(), {**DATA_CFG, "split_seed": 1}, 0.1)
+    other = preprocess(_raw(), **{**SPLIT, "split_seed": 1})
     assert not np.array_equal(other.test.X, load_splits(tmp_path / "a").test.X)
 
 
@@ -63,7 +66,7 @@ def test_tables_are_min_max_scaled_per_feature() -> None:
         name="table", task="regression", X=X, y=X[:, 0] * 2.0, X_test=None, y_test=None,
         class_names=[], image_shape=None, pixel_range=None, feature_names=["a", "b"],
     )
-    splits = preprocess(raw, DATA_CFG, 0.1)
+    splits = preprocess(raw, **SPLIT)
     assert splits.train.X.min(axis=0).tolist() == [0.0, 0.0]
     assert splits.train.X.max(axis=0).tolist() == [1.0, 1.0]
     assert splits.train.Y.shape == (len(splits.train), 1)
@@ -73,4 +76,4 @@ def test_too_small_dataset_is_a_clear_error() -> None:
     from scratchlab.errors import DataError
 
     with pytest.raises(DataError, match="split is empty"):
-        preprocess(_raw(n=2, classes=2), DATA_CFG, 0.1)
+        preprocess(_raw(n=2, classes=2), **SPLIT)

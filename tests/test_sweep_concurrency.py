@@ -17,7 +17,7 @@ EPOCHS = 30
 # the experiment), a run that always ends, one log_batch per epoch, params and an artifact.
 WRITER = """
 import sys, time
-from scratchlab.experiment import EpochLogger
+from scratchlab.tracking.recorder import RunRecorder
 from scratchlab.tracking.run import ended_run
 from scratchlab.tracking.store import connect
 import mlflow
@@ -27,9 +27,9 @@ experiment_id = connect(None, "concurrency")
 with ended_run(experiment_id=experiment_id, run_name=f"writer-{index}", tags={"writer": index}):
     run_id = mlflow.active_run().info.run_id
     mlflow.log_params({"index": index, "epochs": epochs})
-    log = EpochLogger(run_id)
+    recorder = RunRecorder(run_id)
     for epoch in range(epochs):
-        log(epoch, {"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)})
+        recorder.log_metrics({"loss": 1.0 / (epoch + 1), "val_loss": 2.0 / (epoch + 1)}, epoch + 1)
     mlflow.log_dict({"index": index}, "writer.json")
 """
 

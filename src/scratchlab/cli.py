@@ -1,4 +1,5 @@
-"""``scratchlab`` command: small project chores that are not pipeline stages."""
+"""The ``scratchlab`` command: every subcommand is defined here, each a thin call into the
+module that does the work; errors map to exit codes in one place (``cli_support``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from pathlib import Path
 
 from scratchlab.cli_support import run_main
 from scratchlab.config import write_params
+from scratchlab.errors import ConfigError, ScratchlabError
 from scratchlab.tracking.store import artifact_location, check_store, tracking_uri
+
+
+class GradientCheckFailed(ScratchlabError):
+    """A parameter's backprop gradient disagrees with the numerical one (exit 1)."""
 
 
 def _params(args: argparse.Namespace) -> None:
@@ -32,9 +38,14 @@ def _ui(args: argparse.Namespace) -> None:
 
 
 def _compare(args: argparse.Namespace) -> None:
-    from scratchlab.sweeps.compare import run_compare
+    from scratchlab.sweeps.compare import gather_runs, table_text
+    from scratchlab.sweeps.report import write_comparison
 
-    run_compare(args.experiment, args.parent, args.last_sweep, args.out)
+    comparison = gather_runs(args.experiment, args.parent, args.last_sweep, "val_loss")
+    print(table_text(comparison))
+    title = f"{args.experiment}: {len(comparison.runs)} runs"
+    for path in write_comparison(comparison, args.out, title):
+        print(f"wrote {path}")
 
 
 def _tune(args: argparse.Namespace) -> None:
@@ -47,10 +58,25 @@ def _tune(args: argparse.Namespace) -> None:
 
 
 def _gradcheck(args: argparse.Namespace) -> None:
-    from scratchlab.gradcheck_cli import run
+    """Print the table; fail (exit 1) naming the worst parameter."""
+    from scratchlab.netcheck import gradcheck, table
 
-    run(args.overrides, tolerance=args.tolerance, samples=args.samples,
-        input_dim=args.input_dim, output_dim=args.output_dim)
+    if not args.tolerance > 0:
+        raise ConfigError(f"--tolerance={args.tolerance}: must be > 0")
+    check = gradcheck(args.overrides, samples=args.samples, input_dim=args.input_dim,
+                      output_dim=args.output_dim)
+    print(table(check, args.tolerance), flush=True)
+    errors = check.result.errors
+    worst = max(errors, key=errors.__getitem__)
+    if errors[worst] >= args.tolerance:
+        raise GradientCheckFailed(f"gradient check failed: {worst} relative error "
+                                  f"{errors[worst]:.2e} >= tolerance {args.tolerance:g}")
+    spec = check.net.spec
+    layers = "-".join(map(str, (spec.input_dim, *spec.hidden, spec.output_dim)))
+    skipped = sum(check.result.skipped.values())
+    note = f"; {skipped} entries at a ReLU kink left out" if skipped else ""
+    print(f"OK: {len(errors)} parameters of {layers}, worst {worst} {errors[worst]:.2e} "
+          f"< {args.tolerance:g}{note}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,9 @@
-"""What every entry point does around its work: logging, and clean exits on expected errors."""
+"""What every entry point does around its work: logging, and one mapping of errors to exits.
+
+Expected failures (``ScratchlabError``) print one line and exit with their documented code;
+Ctrl-C and SIGTERM exit 130. The ``scratchlab`` command, the DVC stages and the Hydra app all
+go through :func:`exit_code` and :func:`report`.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,13 @@ import logging
 import sys
 from collections.abc import Callable
 
-from scratchlab.errors import ScratchlabError
+from scratchlab.errors import DivergedError, ScratchlabError
 from scratchlab.signals import sigterm_as_interrupt
 
 log = logging.getLogger("scratchlab")
 
 INTERRUPTED_EXIT = 130
+EXPECTED = (ScratchlabError, KeyboardInterrupt)
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -22,15 +28,25 @@ def setup_logging(level: int = logging.INFO) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def exit_code(exc: BaseException) -> int:
+    """The documented exit code of an expected failure (README, "When things go wrong")."""
+    return exc.exit_code if isinstance(exc, ScratchlabError) else INTERRUPTED_EXIT
+
+
+def report(exc: BaseException) -> None:
+    """One log line: a divergence is a warning (in a sweep it is data), the rest errors."""
+    if isinstance(exc, KeyboardInterrupt):
+        log.error("interrupted; any MLflow run in progress ended KILLED")
+    else:
+        (log.warning if isinstance(exc, DivergedError) else log.error)("%s", exc)
+
+
 def run_main(main: Callable[[], object]) -> None:
     """Run ``main``; an expected error becomes one logged line and its exit code."""
     setup_logging()
     try:
         with sigterm_as_interrupt():
             main()
-    except ScratchlabError as exc:
-        log.error("%s", exc)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        sys.exit(INTERRUPTED_EXIT)
+    except EXPECTED as exc:
+        report(exc)
+        sys.exit(exit_code(exc))

@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from scratchlab.errors import ScratchlabError
+from scratchlab.errors import DataError, ScratchlabError
+
+# What to do about a project file that is missing or damaged: DVC has it, or can remake it.
+RECOVER = "restore it with `dvc checkout` or rebuild it with `dvc repro`"
 
 
 @contextlib.contextmanager
@@ -45,3 +48,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Sorted, indented JSON so equal content gives equal bytes (and equal DVC hashes)."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """A JSON file the project wrote; missing or damaged is a one-line DataError naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found ({RECOVER})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise DataError(f"{path}: not readable JSON ({reason}; {RECOVER})") from None

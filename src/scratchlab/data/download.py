@@ -4,20 +4,23 @@ A file only ever appears at its final name after its checksums matched: local co
 downloads go to a temporary name in the destination directory and are renamed when verified.
 """
 
+import gzip
 import hashlib
 import logging
 import os
 import shutil
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
+from scratchlab.data.base import is_url, local_path
 from scratchlab.errors import DataError
 from scratchlab.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
 MIRROR_ENV = "SCRATCHLAB_DATA_MIRROR"
-_URL_SCHEMES = ("http", "https")
 _TIMEOUT_S = 60
 _CHUNK = 1 << 16
 
@@ -28,28 +31,58 @@ def file_digest(path: str | Path, algo: str = "sha256") -> str:
         return hashlib.file_digest(f, algo).hexdigest()
 
 
-def is_url(source: str) -> bool:
-    """True for http(s) URLs, which are downloaded; anything else (or file://) is a local path."""
-    return urlparse(str(source)).scheme in _URL_SCHEMES
-
-
-def local_path(source: str) -> Path:
-    """The filesystem path of a local source: a plain path (``~`` expanded) or a file:// URL."""
-    parsed = urlparse(source)
-    return Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(source).expanduser()
-
-
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
-def _mismatch(path: Path, expected: dict[str, str]) -> str | None:
-    """Describe the first checksum of ``path`` that differs from ``expected``, else None."""
-    for algo, want in expected.items():
-        got = file_digest(path, algo)
-        if got != want:
-            return f"{algo} is {got}, expected {want}"
-    return None
+def content_digest(path: str | Path) -> str:
+    """sha256 of the file's content: decompressed when it is gzip (by its magic), else its bytes.
+
+    Mirrors recompress files (Debian's Fashion-MNIST): the .gz bytes differ, the content not.
+    """
+    with open(path, "rb") as f:
+        compressed = f.read(2) == b"\x1f\x8b"
+    if not compressed:
+        return file_digest(path)
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error):
+        return "unreadable (not a complete gzip stream)"
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Checksums:
+    """What a fetched file must match: ``sha256`` of its bytes if given; then, if given, its
+    official ``md5`` OR the ``content_sha256`` of its decompressed content (either suffices)."""
+
+    md5: str | None = None
+    sha256: str | None = None
+    content_sha256: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.md5 or self.sha256 or self.content_sha256)
+
+    def problem(self, path: Path) -> str | None:
+        """Why ``path`` fails, in one phrase naming what was found and expected, else None."""
+        if self.sha256 and (got := file_digest(path)) != self.sha256.lower():
+            return f"sha256 is {got}, expected {self.sha256.lower()}"
+        found = []
+        if self.md5:
+            got = file_digest(path, "md5")
+            if got == self.md5.lower():
+                return None
+            found.append(f"md5 is {got}, expected {self.md5.lower()}")
+        if self.content_sha256:
+            got = content_digest(path)
+            if got == self.content_sha256.lower():
+                return None
+            found.append(f"decompressed content sha256 is {got}, expected "
+                         f"{self.content_sha256.lower()}")
+        return " and ".join(found) or None
 
 
 def _candidates(name: str, sources: list[str], mirror: str | None) -> list[str]:
@@ -115,12 +148,11 @@ def fetch_file(
     sources: list[str],
     dest_dir: Path,
     *,
-    md5: str | None = None,
-    sha256: str | None = None,
+    checksums: Checksums = Checksums(),
     mirror: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Make ``dest_dir/name`` hold the file, verified against ``md5``/``sha256`` when given.
+    """Make ``dest_dir/name`` hold the file, verified against ``checksums`` when given.
 
     ``sources`` are URLs or local paths of this very file. ``mirror`` (a directory or base URL
     holding ``name``; when None, env ``SCRATCHLAB_DATA_MIRROR``; "" disables mirrors) is tried
@@ -130,9 +162,8 @@ def fetch_file(
     """
     dest_dir = Path(dest_dir)
     target = dest_dir / name
-    expected = {algo: v.lower() for algo, v in (("md5", md5), ("sha256", sha256)) if v}
-    if target.is_file() and expected:
-        problem = _mismatch(target, expected)
+    if target.is_file() and checksums:
+        problem = checksums.problem(target)
         if problem is None:
             logger.info("%s: already present and verified, reusing it", target)
             return target
@@ -147,7 +178,7 @@ def fetch_file(
             with atomic_path(target) as tmp:
                 logger.info("fetching %s from %s", name, source)
                 _fetch_into(tmp, source, progress)
-                problem = _mismatch(tmp, expected)
+                problem = checksums.problem(tmp)
                 if problem is not None:
                     raise DataError(problem)
         except (DataError, OSError) as exc:  # OSError: the temp file could not be written/moved

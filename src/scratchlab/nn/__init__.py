@@ -1,11 +1,35 @@
 """The from-scratch NumPy engine: layers, losses, optimizers, networks and training.
 
-Import from the submodules; all array math goes through ``scratchlab.nn.backend.xp``:
-
-- ``network``: ``NetworkSpec`` (the ``model.*`` config), ``build_network(spec, rng)``
-- ``optimizers``: ``make_optimizer(name, lr, **hyper)`` (the ``optimizer.*`` config)
-- ``training``: ``fit(...) -> History``, ``EarlyStopping``, ``evaluate``
-- ``persistence``: ``save_network`` / ``load_network`` (.npz weights + .json spec)
-- ``pyfunc``: ``log_pyfunc_model`` (MLflow python_function model)
-- ``gradcheck``: ``numerical_gradient``, ``check_gradients``
+The names a notebook needs are here (``from scratchlab.nn import Dense, fit``); all array math
+goes through ``scratchlab.nn.backend.xp`` (NumPy, or a library with its API such as CuPy).
+Gradient checking is ``scratchlab.nn.gradcheck``.
 """
+
+from scratchlab.nn.callbacks import Callback, DivergenceGuard, EarlyStopping, EpochEnd, History
+from scratchlab.nn.layers import BatchNorm, Dense, Dropout, Linear, ReLU, Sigmoid, Softmax, Tanh
+from scratchlab.nn.losses import (
+    CrossEntropy,
+    MeanSquaredError,
+    SigmoidCrossEntropy,
+    SoftmaxCrossEntropy,
+)
+from scratchlab.nn.network import Network, NetworkSpec, build_network
+from scratchlab.nn.optimizers import (
+    SGD,
+    AdaGrad,
+    Adam,
+    Momentum,
+    Nesterov,
+    RMSprop,
+    make_optimizer,
+)
+from scratchlab.nn.persistence import load_network, save_network
+from scratchlab.nn.training import evaluate, fit
+
+__all__ = [
+    "SGD", "AdaGrad", "Adam", "BatchNorm", "Callback", "CrossEntropy", "Dense",
+    "DivergenceGuard", "Dropout", "EarlyStopping", "EpochEnd", "History", "Linear",
+    "MeanSquaredError", "Momentum", "Nesterov", "Network", "NetworkSpec", "RMSprop", "ReLU",
+    "Sigmoid", "SigmoidCrossEntropy", "Softmax", "SoftmaxCrossEntropy", "Tanh", "build_network",
+    "evaluate", "fit", "load_network", "make_optimizer", "save_network",
+]

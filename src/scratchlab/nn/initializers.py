@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy
 
-from scratchlab.errors import ConfigError
 from scratchlab.nn.backend import xp
+from scratchlab.rules import Choice, Number
 
 Initializer = Callable[[int, int, numpy.random.Generator, str], Any]
 
@@ -66,14 +66,12 @@ INITIALIZERS: dict[str, Initializer] = {
 }
 
 
+INIT_SCALE = Number(0, low_open=True)
+
+
 def get_initializer(name: str, scale: float = 0.01) -> Initializer:
     """The initializer called ``name``; ``scale`` is used only by ``normal``."""
-    if name not in INITIALIZERS:
-        raise ConfigError(
-            f"model.init: unknown initializer {name!r}; allowed: {', '.join(INITIALIZERS)}"
-        )
+    Choice(tuple(INITIALIZERS)).check("init", name)
     if name == "normal":
-        if not scale > 0:
-            raise ConfigError(f"model.init_scale: must be > 0 for init=normal, got {scale!r}")
-        return partial(normal, scale=scale)
+        return partial(normal, scale=INIT_SCALE.check("init_scale", scale))
     return INITIALIZERS[name]

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy
 
-from scratchlab.errors import ConfigError, DataError
+from scratchlab.errors import DataError
 from scratchlab.nn.backend import xp
-from scratchlab.nn.initializers import INITIALIZERS, get_initializer
+from scratchlab.nn.initializers import INIT_SCALE, INITIALIZERS, get_initializer
 from scratchlab.nn.layers import (
     BatchNorm,
     Dense,
@@ -24,6 +24,7 @@ from scratchlab.nn.layers import (
     Tanh,
 )
 from scratchlab.nn.losses import MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy
+from scratchlab.rules import Choice, Flag, Number, Sizes, check_fields, ruled
 
 ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU, "tanh": Tanh, "linear": Linear}
 OUTPUTS = {"softmax": Softmax, "sigmoid": Sigmoid, "linear": Linear}
@@ -31,67 +32,38 @@ LOSSES = ("cross_entropy", "mse")
 DTYPES = ("float32", "float64")
 
 
-def _allowed(values) -> str:
-    return ", ".join(values)
-
-
 @dataclass(frozen=True)
 class NetworkSpec:
-    """Architecture and regularization of a network; validated on construction."""
+    """Architecture and regularization of a network; checked on construction.
 
-    input_dim: int
-    output_dim: int
-    hidden: tuple[int, ...] = ()
-    activation: str = "sigmoid"
-    output: str = "softmax"
-    loss: str = "cross_entropy"
-    dropout: float = 0.0
-    batchnorm: bool = False
-    init: str = "xavier"
-    init_scale: float = 0.01
-    weight_decay: float = 0.0
-    dtype: str = "float32"
+    Its field rules are also the ``model.*`` config rules (``scratchlab.config.schema``).
+    """
+
+    input_dim: int = ruled(Number(1, integer=True))
+    output_dim: int = ruled(Number(1, integer=True))
+    hidden: tuple[int, ...] = ruled(Sizes(), default=())
+    activation: str = ruled(Choice(tuple(ACTIVATIONS)), default="sigmoid")
+    output: str = ruled(Choice(tuple(OUTPUTS)), default="softmax")
+    loss: str = ruled(Choice(LOSSES), default="cross_entropy")
+    dropout: float = ruled(Number(0, 1, high_open=True), default=0.0)
+    batchnorm: bool = ruled(Flag(), default=False)
+    init: str = ruled(Choice(tuple(INITIALIZERS)), default="xavier")
+    init_scale: float = ruled(INIT_SCALE, default=0.01)
+    weight_decay: float = ruled(Number(0), default=0.0)
+    dtype: str = ruled(Choice(DTYPES), default="float32")
 
     def __post_init__(self) -> None:
+        check_fields(self)
+        object.__setattr__(self, "hidden", Sizes().check("hidden", self.hidden))
         for key in ("input_dim", "output_dim"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | numpy.integer) or value < 1:
-                raise ConfigError(f"model.{key}: must be a positive integer, got {value!r}")
-            object.__setattr__(self, key, int(value))
-        hidden = self.hidden
-        if isinstance(hidden, int | str) or not all(
-            isinstance(h, int | numpy.integer) and not isinstance(h, bool) and h > 0 for h in hidden
-        ):
-            raise ConfigError(
-                f"model.hidden: must be a list of positive layer widths, e.g. [100], got {hidden!r}"
-            )
-        object.__setattr__(self, "hidden", tuple(int(h) for h in hidden))
-        self._check_choice("activation", ACTIVATIONS)
-        self._check_choice("output", OUTPUTS)
-        self._check_choice("loss", LOSSES)
-        self._check_choice("init", INITIALIZERS)
-        self._check_choice("dtype", DTYPES)
+            object.__setattr__(self, key, int(getattr(self, key)))
+        for key in ("dropout", "init_scale", "weight_decay"):
+            object.__setattr__(self, key, float(getattr(self, key)))
         if self.loss == "cross_entropy" and self.output == "linear":
-            raise ConfigError(
-                "model.loss: cross_entropy needs probabilities; use model.output softmax or "
-                "sigmoid, or model.loss mse for a linear output"
+            raise ValueError(
+                "loss='cross_entropy' needs probabilities; use output 'softmax' or 'sigmoid', "
+                "or loss 'mse' for a linear output"
             )
-        if not isinstance(self.batchnorm, bool):
-            raise ConfigError(f"model.batchnorm: must be true or false, got {self.batchnorm!r}")
-        self._check_number("dropout", lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-        self._check_number("init_scale", lambda v: v > 0.0, "> 0")
-        self._check_number("weight_decay", lambda v: v >= 0.0, ">= 0")
-
-    def _check_choice(self, key: str, allowed) -> None:
-        value = getattr(self, key)
-        if value not in allowed:
-            raise ConfigError(f"model.{key}: got {value!r}; allowed: {_allowed(allowed)}")
-
-    def _check_number(self, key: str, ok, wanted: str) -> None:
-        value = getattr(self, key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not ok(value):
-            raise ConfigError(f"model.{key}: must be a number {wanted}, got {value!r}")
-        object.__setattr__(self, key, float(value))
 
     @property
     def classification(self) -> bool:
@@ -105,19 +77,13 @@ class NetworkSpec:
 
     @classmethod
     def from_dict(cls, d, **overrides) -> "NetworkSpec":
-        """Build from a mapping such as the ``model`` config group plus ``input_dim`` and
-        ``output_dim`` (pass them in ``d`` or as ``overrides``). The config's ``name`` key is
-        ignored; any other unknown key is a ConfigError, so typos do not pass silently."""
+        """Build from a mapping (e.g. a saved ``model.json``) plus ``overrides``; an unknown key
+        is a ValueError, so typos do not pass silently."""
         merged = {**dict(d), **overrides}
-        merged.pop("name", None)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(merged) - known)
         if unknown:
-            raise ConfigError(
-                f"model.{unknown[0]}: unknown key; allowed: {_allowed(sorted(known))}"
-            )
-        if "hidden" in merged and not isinstance(merged["hidden"], int | str):
-            merged["hidden"] = tuple(merged["hidden"])
+            raise ValueError(f"{unknown[0]}: unknown key; allowed: {', '.join(sorted(known))}")
         return cls(**merged)
 
 

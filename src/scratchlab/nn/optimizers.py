@@ -9,8 +9,8 @@ works through per-key scratch buffers with ``out=`` instead of allocating tempor
 import inspect
 import math
 
-from scratchlab.errors import ConfigError
 from scratchlab.nn.backend import xp
+from scratchlab.rules import Choice, Number, Rule
 
 
 def _pairs(params, grads):
@@ -166,36 +166,30 @@ OPTIMIZERS = {
     "adam": Adam,
 }
 
-# Half-open range [low, high) each hyperparameter must lie in.
-_RANGES = {
-    "momentum": (0.0, 1.0),
-    "beta1": (0.0, 1.0),
-    "beta2": (0.0, 1.0),
-    "rho": (0.0, 1.0),
+_UNIT = Number(0, 1, high_open=True)
+HYPERPARAMETERS: dict[str, Rule] = {
+    "lr": Number(0, low_open=True),
+    "momentum": _UNIT,
+    "beta1": _UNIT,
+    "beta2": _UNIT,
+    "rho": _UNIT,
+    "eps": Number(0, low_open=True),
 }
 
 
+def hyperparameters(name: str) -> tuple[str, ...]:
+    """The keyword arguments optimizer ``name`` takes (``lr`` first)."""
+    Choice(tuple(OPTIMIZERS)).check("name", name)
+    return tuple(p for p in inspect.signature(OPTIMIZERS[name].__init__).parameters
+                 if p != "self")
+
+
 def make_optimizer(name: str, lr: float, **hyper):
-    """The optimizer called ``name`` (conf/optimizer/*.yaml): keys it does not take are
-    ignored, so one config dict fits every optimizer."""
-    if name not in OPTIMIZERS:
-        raise ConfigError(
-            f"optimizer.name: unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}"
-        )
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not lr > 0:
-        raise ConfigError(f"optimizer.lr: must be a number > 0, got {lr!r}")
-    cls = OPTIMIZERS[name]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "lr"}
-    kwargs = {}
-    for key in accepted & set(hyper):
-        value = hyper[key]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"optimizer.{key}: must be a number, got {value!r}")
-        if key == "eps" and not value > 0:
-            raise ConfigError(f"optimizer.eps: must be > 0, got {value!r}")
-        if key in _RANGES:
-            low, high = _RANGES[key]
-            if not low <= value < high:
-                raise ConfigError(f"optimizer.{key}: must be in [{low}, {high}), got {value!r}")
-        kwargs[key] = float(value)
-    return cls(float(lr), **kwargs)
+    """The optimizer called ``name`` (conf/optimizer/*.yaml), its hyperparameters checked."""
+    accepted = hyperparameters(name)
+    for key, value in {"lr": lr, **hyper}.items():
+        if key not in accepted:
+            raise TypeError(f"{key}: not a hyperparameter of {name} (it takes "
+                            f"{', '.join(accepted)})")
+        HYPERPARAMETERS[key].check(key, value)
+    return OPTIMIZERS[name](float(lr), **{key: float(value) for key, value in hyper.items()})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy
 
-from scratchlab.errors import ConfigError, DataError, ScratchlabError
+from scratchlab.errors import DataError, ScratchlabError
 from scratchlab.nn.network import Network, NetworkSpec, build_network
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -80,7 +80,7 @@ def load_network(path: str | os.PathLike) -> Network:
     path = Path(path)
     try:
         spec = NetworkSpec.from_dict(json.loads(spec_path(path).read_text()))
-    except (OSError, ValueError, TypeError, ConfigError) as exc:
+    except (OSError, ValueError, TypeError) as exc:
         raise DataError(f"{spec_path(path)}: cannot read the network spec ({exc})") from exc
     net = build_network(spec, numpy.random.default_rng(0))
     try:

@@ -1,4 +1,4 @@
-"""Mini-batch training: ``fit`` with early stopping, divergence detection and a History.
+"""Mini-batch training: ``fit(net, optimizer, X, Y, ...) -> History``, and ``evaluate``.
 
 Epochs are numbered from 0, so ``history.history["val_loss"][history.best_epoch]`` is the best
 value. The train ``loss``/``accuracy`` of an epoch are running means over its mini-batches
@@ -8,87 +8,18 @@ computed on the end-of-epoch weights in inference mode.
 """
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy
 from tqdm.auto import tqdm
 
-from scratchlab.errors import ConfigError
 from scratchlab.nn.backend import xp
+from scratchlab.nn.callbacks import DIVERGED, Callback, History
 from scratchlab.nn.network import Network
+from scratchlab.rules import Number
 
-MONITORS = ("loss", "val_loss", "accuracy", "val_accuracy")
-
-
-@dataclass
-class History:
-    """Per-epoch metrics and how training ended."""
-
-    history: dict[str, list[float]] = field(default_factory=dict)
-    epochs_run: int = 0
-    best_epoch: int | None = None
-    stopped_early: bool = False
-    diverged: bool = False
-    diverged_epoch: int | None = None
-
-
-@dataclass
-class EarlyStopping:
-    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
-    epochs; with ``restore_best`` the best epoch's weights are put back when training ends
-    (stopped early or not). ``*accuracy`` monitors are maximized, ``*loss`` minimized."""
-
-    monitor: str = "val_loss"
-    patience: int = 5
-    min_delta: float = 0.0
-    restore_best: bool = True
-    best: float | None = field(default=None, init=False)
-    best_epoch: int | None = field(default=None, init=False)
-    best_state: dict | None = field(default=None, init=False, repr=False)
-    wait: int = field(default=0, init=False)
-
-    def __post_init__(self) -> None:
-        key = "train.early_stopping"
-        if self.monitor not in MONITORS:
-            raise ConfigError(
-                f"{key}.monitor: got {self.monitor!r}; allowed: {', '.join(MONITORS)}"
-            )
-        if (
-            isinstance(self.patience, bool)
-            or not isinstance(self.patience, int)
-            or self.patience < 1
-        ):
-            raise ConfigError(f"{key}.patience: must be an integer >= 1, got {self.patience!r}")
-        if not isinstance(self.min_delta, int | float) or self.min_delta < 0:
-            raise ConfigError(f"{key}.min_delta: must be a number >= 0, got {self.min_delta!r}")
-
-    @property
-    def maximize(self) -> bool:
-        return self.monitor.endswith("accuracy")
-
-    def reset(self) -> None:
-        self.best, self.best_epoch, self.best_state, self.wait = None, None, None, 0
-
-    def update(self, epoch: int, logs: dict[str, float], net: Network) -> bool:
-        """Record this epoch; True when training should stop."""
-        value = logs[self.monitor]
-        if math.isfinite(value) and (self.best is None or self._improved(value)):
-            self.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best:
-                self.best_state = net.state_dict()
-            return False
-        self.wait += 1
-        return self.wait >= self.patience
-
-    def _improved(self, value: float) -> bool:
-        if self.maximize:
-            return value > self.best + self.min_delta
-        return value < self.best - self.min_delta
-
-    def restore(self, net: Network) -> None:
-        if self.restore_best and self.best_state is not None:
-            net.load_state_dict(self.best_state)
+EPOCHS = Number(1, integer=True)
+BATCH_SIZE = Number(1, integer=True)
 
 
 def _correct(net: Network, labels) -> int:
@@ -144,42 +75,25 @@ def fit(
     batch_size: int,
     rng: numpy.random.Generator,
     validation_data: tuple | None = None,
-    early_stopping: EarlyStopping | None = None,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
-    divergence_factor: float = 1e3,
+    callbacks: Sequence[Callback] = (),
     progress: bool = True,
 ) -> History:
     """Train ``net`` in place with shuffled mini-batches and return its History.
 
     Each epoch draws one permutation from ``rng`` and visits every sample once (the last,
-    partial batch included). Training stops as *diverged* — without raising — when a batch
-    loss is NaN/inf or an epoch's loss exceeds ``divergence_factor`` times the initial loss:
-    that of the first mini-batch, before any update. (The first epoch's mean is no reference:
-    with a huge learning rate it is already blown up by the steps taken within it.)
-    ``on_epoch_end(epoch, logs)`` runs once per epoch, after the metrics are known. Each
-    batch ends with ``optimizer.update([net.flat_params], [net.flat_grads])``. With
-    ``early_stopping`` (and ``restore_best``) the best weights are restored however training
-    ends: completed, stopped early, or diverged.
+    partial batch included). A NaN/inf batch loss stops training as *diverged*, without
+    raising; so may a :class:`DivergenceGuard`. Each batch ends with
+    ``optimizer.update([net.flat_params], [net.flat_grads])``. ``callbacks`` see every epoch's
+    metrics in order and may stop training; all of them get ``on_train_end`` however it ends.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"train.epochs: must be an integer >= 1, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"train.batch_size: must be an integer >= 1, got {batch_size!r}")
-    if not divergence_factor > 1:
-        raise ConfigError(f"train.divergence_factor: must be > 1, got {divergence_factor!r}")
+    EPOCHS.check("epochs", epochs)
+    BATCH_SIZE.check("batch_size", batch_size)
     X, Y = _as_arrays(net, X, Y, "fit")
     if validation_data is not None:
         validation_data = _as_arrays(net, *validation_data, "validation_data")
-    if early_stopping is not None:
-        if early_stopping.monitor.startswith("val_") and validation_data is None:
-            raise ConfigError(
-                f"train.early_stopping.monitor: {early_stopping.monitor!r} needs validation data"
-            )
-        if early_stopping.monitor.endswith("accuracy") and not net.classification:
-            raise ConfigError(
-                "train.early_stopping.monitor: accuracy is only defined for classification"
-            )
-        early_stopping.reset()
+    history = History(history={key: [] for key in _metric_keys(net, validation_data)})
+    for callback in callbacks:
+        callback.on_train_begin(net, history)
 
     n = X.shape[0]
     batch_size = min(batch_size, n)
@@ -188,8 +102,6 @@ def fit(
     X_batch = xp.empty((batch_size, X.shape[1]), dtype=net.dtype)
     Y_batch = xp.empty((batch_size, Y.shape[1]), dtype=net.dtype)
     params, grads = [net.flat_params], [net.flat_grads]
-    history = History(history={key: [] for key in _metric_keys(net, validation_data)})
-    initial_loss = None
 
     bar = tqdm(range(epochs), desc="train", unit="epoch", disable=not progress, mininterval=0)
     # Overflow on the way to a NaN/inf loss is expected and handled below as divergence.
@@ -206,8 +118,8 @@ def fit(
                 xb = xp.take(X, idx, axis=0, out=X_batch[:m], mode="clip")
                 tb = xp.take(Y, idx, axis=0, out=Y_batch[:m], mode="clip")
                 batch_loss = net.loss(xb, tb, train=True)
-                if initial_loss is None:
-                    initial_loss = batch_loss
+                if history.initial_loss is None:
+                    history.initial_loss = batch_loss
                 if not math.isfinite(batch_loss):
                     loss_sum, finite = batch_loss, False
                     break
@@ -226,23 +138,18 @@ def fit(
                 history.history[key].append(logs.get(key, math.nan))
             history.epochs_run = epoch + 1
             bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, logs)
-
-            limit = divergence_factor * initial_loss
-            if not finite or (initial_loss > 0 and logs["loss"] > limit):
-                history.diverged, history.diverged_epoch = True, epoch
-                break
-            if early_stopping is not None and early_stopping.update(epoch, logs, net):
-                history.stopped_early = True
+            reasons = [callback.on_epoch_end(epoch, logs, net, history) for callback in callbacks]
+            if not finite or DIVERGED in reasons:
+                history.stop_reason = DIVERGED
+            else:
+                history.stop_reason = next(filter(None, reasons), None)
+            if history.stop_reason is not None:
                 break
     bar.close()
 
-    if early_stopping is not None:
-        early_stopping.restore(net)
-        history.best_epoch = early_stopping.best_epoch
-    else:
-        history.best_epoch = _best_epoch(history)
+    history.best_epoch = _best_epoch(history)
+    for callback in callbacks:
+        callback.on_train_end(net, history)
     return history
 
 

@@ -1,24 +1,25 @@
 """Stage evaluate: score the test split into reports/ and the SAME MLflow run as training."""
 
-import json
-
 from scratchlab.cli_support import run_main
 from scratchlab.config import load_params, validate
-from scratchlab.experiment import evaluate
+from scratchlab.data.splits import load_splits
+from scratchlab.evaluation import record_evaluation, test_report, write_reports
+from scratchlab.io import read_json
 from scratchlab.nn.persistence import load_network
-from scratchlab.preprocess import load_splits
+from scratchlab.runs import RUN_FILE, resumed_run, title
 from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR, REPORTS_DIR
 
 
 def main() -> None:
-    cfg = load_params(PARAMS)
-    validate(cfg)
-    run_id = json.loads((MODEL_DIR / "run.json").read_text())["run_id"]
+    config = validate(load_params(PARAMS))
+    run_id = read_json(MODEL_DIR / RUN_FILE)["run_id"]
     net = load_network(MODEL_DIR / "model.npz")
-    evaluate(
-        cfg, net, load_splits(PROCESSED_DIR), REPORTS_DIR / "eval", run_id,
-        metrics_path=REPORTS_DIR / "metrics.json",
-    )
+    splits = load_splits(PROCESSED_DIR)
+    evaluation = test_report(net, splits, title(config))
+    files = write_reports(evaluation, REPORTS_DIR / "eval", REPORTS_DIR / "metrics.json")
+    with resumed_run(config, run_id) as recorder:
+        example = splits.test.X[:5] if config.tracking.log_model else None
+        record_evaluation(recorder, evaluation, files, net, example)
 
 
 if __name__ == "__main__":

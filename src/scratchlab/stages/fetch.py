@@ -2,14 +2,13 @@
 
 from scratchlab.cli_support import run_main
 from scratchlab.config import load_params, validate
-from scratchlab.data.datasets import fetch_dataset
+from scratchlab.data.registry import data_config, fetch_dataset
 from scratchlab.stages import PARAMS, RAW_DIR
 
 
 def main() -> None:
-    cfg = load_params(PARAMS)
-    validate(cfg)
-    fetch_dataset(cfg.data, RAW_DIR, progress=cfg.train.progress)
+    config = validate(load_params(PARAMS), data=data_config)
+    fetch_dataset(config.data, RAW_DIR, progress=config.train.progress)
 
 
 if __name__ == "__main__":

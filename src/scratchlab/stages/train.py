@@ -1,19 +1,23 @@
 """Stage train: fit the configured network on data/processed; weights and run id to models/."""
 
-import json
-
 from scratchlab.cli_support import run_main
-from scratchlab.config import load_params, validate
-from scratchlab.experiment import train
-from scratchlab.preprocess import load_splits
+from scratchlab.config import load_params, validate, validate_batch_size
+from scratchlab.data.splits import load_splits
+from scratchlab.io import read_json
+from scratchlab.runs import record_training, tracked_run
 from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR
+from scratchlab.tracking.recorder import EpochMetrics
+from scratchlab.trainer import train_network
 
 
 def main() -> None:
-    cfg = load_params(PARAMS)
-    validate(cfg)
-    manifest = json.loads((PROCESSED_DIR / "manifest.json").read_text())
-    train(cfg, load_splits(PROCESSED_DIR), manifest, MODEL_DIR, tags={"entry_point": "dvc"})
+    config = validate(load_params(PARAMS))
+    splits = load_splits(PROCESSED_DIR)
+    manifest = read_json(PROCESSED_DIR / "manifest.json")
+    validate_batch_size(config, len(splits.train))  # before a run is started for nothing
+    with tracked_run(config, manifest, MODEL_DIR, tags={"entry_point": "dvc"}) as recorder:
+        trained = train_network(config, splits, [EpochMetrics(recorder)])
+        record_training(recorder, config, trained.net, trained.history, MODEL_DIR)
 
 
 if __name__ == "__main__":

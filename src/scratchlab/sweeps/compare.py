@@ -1,4 +1,4 @@
-"""``scratchlab compare``: a sweep's (or an experiment's) runs as a terminal table and a figure.
+"""What ``scratchlab compare`` shows: a sweep's (or an experiment's) runs as a table.
 
 For people without a browser: the same comparison the sweep logs on its parent run, read back
 from whatever store ``MLFLOW_TRACKING_URI`` (or the project default) points at.
@@ -6,16 +6,14 @@ from whatever store ``MLFLOW_TRACKING_URI`` (or the project default) points at.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from scratchlab.errors import TrackingError
-from scratchlab.sweeps.collect import children, summarize, swept_keys, varying_params
 from scratchlab.sweeps.parent import TAG_ROLE
-from scratchlab.sweeps.report import Comparison, compare, write_comparison
+from scratchlab.sweeps.report import Comparison, compare
+from scratchlab.sweeps.summaries import children, compared_keys, summarize, varying_params
 from scratchlab.tracking.store import connect
 
 SHOWN_METRICS = ("val_loss", "val_accuracy", "test_accuracy")
@@ -33,7 +31,7 @@ def last_sweep(experiment_id: str) -> str:
     return found[0].info.run_id
 
 
-def collect(experiment: str, parent: str | None, latest: bool, objective: str) -> Comparison:
+def gather_runs(experiment: str, parent: str | None, latest: bool, objective: str) -> Comparison:
     """The parent's children, or every run that is not a sweep parent in the experiment."""
     experiment_id = connect(None, experiment)
     if latest:
@@ -44,7 +42,7 @@ def collect(experiment: str, parent: str | None, latest: bool, objective: str) -
         except MlflowException as exc:
             raise TrackingError(f"--parent {parent}: no such run in the store") from exc
         runs = children(run)
-        return compare(runs, swept_keys(run, runs), objective)
+        return compare(runs, compared_keys(run, runs), objective)
     found = mlflow.search_runs(
         experiment_ids=[experiment_id], filter_string=f"tags.{TAG_ROLE} != 'parent'",
         order_by=["attributes.start_time ASC"], max_results=MAX_RUNS, output_format="list",
@@ -69,13 +67,3 @@ def table_text(comparison: Comparison) -> str:
                *(m for m in SHOWN_METRICS if m in frame)]
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         return frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}")
-
-
-def run_compare(experiment: str, parent: str | None, latest: bool, out: Path,
-                objective: str = "val_loss") -> Comparison:
-    comparison = collect(experiment, parent, latest, objective)
-    print(table_text(comparison))
-    title = f"{experiment}: {len(comparison.runs)} runs"
-    for path in write_comparison(comparison, out, title):
-        print(f"wrote {path}")
-    return comparison

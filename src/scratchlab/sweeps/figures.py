@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from scratchlab import plots  # noqa: F401  (selects the headless Agg backend)
-from scratchlab.sweeps.collect import RunSummary, _param_value
+from scratchlab.sweeps.summaries import RunSummary, param_value
 
 
 def comparison_figure(
@@ -82,6 +82,6 @@ def _numeric_values(runs: Sequence[RunSummary], keys: Sequence[str]) -> list[flo
     if len(keys) != 1 or not runs:
         return None
     try:
-        return [float(_param_value(r.params, keys[0]) or "nan") for r in runs]
+        return [float(param_value(r.params, keys[0]) or "nan") for r in runs]
     except ValueError:
         return None

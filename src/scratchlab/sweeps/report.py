@@ -13,15 +13,15 @@ from mlflow.utils.time import get_current_time_millis
 
 from scratchlab import plots
 from scratchlab.io import atomic_path, write_json_atomic
-from scratchlab.sweeps.collect import (
+from scratchlab.sweeps.figures import comparison_figure
+from scratchlab.sweeps.summaries import (
     RunSummary,
     best_run,
     children,
+    compared_keys,
     parent_run,
     records,
-    swept_keys,
 )
-from scratchlab.sweeps.figures import comparison_figure
 from scratchlab.tracking.retry import with_retry
 
 FIGURE = "comparison.png"
@@ -73,7 +73,7 @@ def report_parent(
     """
     parent = parent_run(parent_run_id)
     runs = children(parent)
-    comparison = compare(runs, swept_keys(parent, runs), objective)
+    comparison = compare(runs, compared_keys(parent, runs), objective)
     title = f"{parent.info.run_name}: {len(runs)} runs"
     client = MlflowClient()
     for path in write_comparison(comparison, out_dir, title):

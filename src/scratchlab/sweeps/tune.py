@@ -17,7 +17,8 @@ from pathlib import Path
 import optuna
 from mlflow import MlflowClient
 
-from scratchlab.config import compose
+from scratchlab.config import compose, validate
+from scratchlab.data.registry import data_config
 from scratchlab.errors import DivergedError, ScratchlabError
 from scratchlab.paths import project_root
 from scratchlab.sweeps.parent import SweepInfo, child_tags, end_parent, start_parent
@@ -25,7 +26,6 @@ from scratchlab.sweeps.report import parent_status, report_parent
 from scratchlab.sweeps.space import default_space_path, load_space, suggest
 from scratchlab.tracking.retry import with_retry
 from scratchlab.tracking.store import connect, sqlite_path, tracking_uri
-from scratchlab.train import run_job
 
 log = logging.getLogger("scratchlab")
 
@@ -54,7 +54,7 @@ def tune(
 ) -> optuna.Study:
     """Run ``trials`` more trials of ``study_name``; report the study on its parent run."""
     space = load_space(space_path or default_space_path())
-    base = compose(overrides)
+    base = validate(compose(overrides), data=data_config)
     connect(base.tracking.uri, base.tracking.experiment)
     storage = study_storage(tracking_uri(base.tracking.uri))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -62,19 +62,21 @@ def tune(
         storage=storage, study_name=study_name, direction="minimize", load_if_exists=True
     )
     # seeded for reproducibility, offset so a resumed study does not replay its first trials
-    study.sampler = optuna.samplers.TPESampler(seed=int(base.train.seed) + len(study.trials))
-    info = _parent(study, base.tracking, list(space))
+    study.sampler = optuna.samplers.TPESampler(seed=base.train.seed + len(study.trials))
+    info = _parent(study, base.plain["tracking"], list(space))
     out_root = out_root or project_root() / "multirun" / "optuna" / study_name
 
     def objective(trial: optuna.Trial) -> float:
+        from scratchlab.job import run_config
+
         chosen = suggest(trial, space)
-        cfg = compose([*overrides, *chosen])
+        config = validate(compose([*overrides, *chosen]), data=data_config)
         name = f"trial {trial.number}: " + " ".join(chosen)
         try:
-            return run_job(cfg, out_root / str(trial.number), name,
-                           tags={**child_tags(info, trial.number), "entry_point": "optuna",
-                                 "optuna_study": study_name},
-                           parent_run_id=info.parent_run_id)
+            return run_config(config, out_root / str(trial.number), run_name=name,
+                              tags={**child_tags(info, trial.number), "entry_point": "optuna",
+                                    "optuna_study": study_name},
+                              parent_run_id=info.parent_run_id)
         except DivergedError as exc:  # divergence is data: the worst value, not a crash
             log.warning("%s", exc)
             trial.set_user_attr("diverged", True)

@@ -13,26 +13,6 @@ from scratchlab.signals import deferred_interrupts, sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
 
-MAX_PARAM_CHARS = 6000
-
-
-def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists stay whole values (one param each)."""
-    out: dict[str, Any] = {}
-    for key, value in cfg.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def loggable_params(cfg: Mapping[str, Any]) -> dict[str, str]:
-    """Flattened scalar params as MLflow stores them (strings, within its length limit)."""
-    return {key: str(value)[:MAX_PARAM_CHARS] for key, value in flatten(cfg).items()}
-
-
 @contextlib.contextmanager
 def ended_run(
     *,

@@ -70,7 +70,7 @@ def summarize(runs: Iterable[Run], with_curves: bool = True) -> list[RunSummary]
     return out
 
 
-def swept_keys(parent: Run, runs: Sequence[RunSummary]) -> list[str]:
+def compared_keys(parent: Run, runs: Sequence[RunSummary]) -> list[str]:
     """The keys the parent says were swept, else the params that differ between runs."""
     declared = [k for k in parent.data.tags.get(TAG_KEYS, "").split(",") if k]
     return declared or varying_params(runs)
@@ -101,13 +101,13 @@ def records(runs: Sequence[RunSummary], keys: Sequence[str]) -> list[dict]:
             "job_num": r.job_num,
             "status": r.status,
             "diverged": r.diverged,
-            **{k: _param_value(r.params, k) for k in keys},
+            **{k: param_value(r.params, k) for k in keys},
             **{m: r.metrics.get(m) for m in metric_keys},
         }
         for r in runs
     ]
 
 
-def _param_value(params: dict[str, str], key: str) -> str | None:
+def param_value(params: dict[str, str], key: str) -> str | None:
     """A swept group (``optimizer``) is recorded as its name param (``optimizer.name``)."""
     return params.get(key, params.get(f"{key}.name"))

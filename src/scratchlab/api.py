@@ -1,0 +1,68 @@
+"""The Python API for notebooks: the same config, data, trainer and store as the pipeline.
+
+    from scratchlab import api
+    config = api.config("model=mlp", "optimizer=adam", "train.epochs=30")
+    splits = api.load_data(config)            # fetched once, cached under data/cache
+    trained = api.train(config, splits)       # a scratchlab.nn Network and its History
+    report = api.evaluate(config, trained.net, splits)
+    run_id = api.log(config, trained, report) # one MLflow run in the project's store
+
+Each step is the function the Hydra app and the DVC stages call, so a notebook result is the
+pipeline's result for the same config and seed (bit for bit, see README).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from scratchlab.config import Config, compose, validate
+from scratchlab.data.registry import data_config
+from scratchlab.data.splits import Splits
+from scratchlab.evaluation import Evaluation, record_evaluation, test_report, write_reports
+from scratchlab.nn.callbacks import Callback
+from scratchlab.nn.network import Network
+from scratchlab.prepare import prepare_data
+from scratchlab.runs import record_training, title, tracked_run
+from scratchlab.trainer import Trained, train_network
+
+__all__ = ["config", "evaluate", "load_data", "log", "train"]
+
+
+def config(*overrides: str) -> Config:
+    """``conf/`` composed with Hydra overrides and checked, exactly as the Hydra app does."""
+    return validate(compose(overrides), data=data_config)
+
+
+def load_data(config: Config) -> Splits:
+    """The config's train/val/test splits (scaled, flattened, one-hot)."""
+    return prepare_data(config)[0]
+
+
+def train(config: Config, splits: Splits, callbacks: Sequence[Callback] = ()) -> Trained:
+    """Build the configured network and train it; ``callbacks`` see every epoch."""
+    return train_network(config, splits, callbacks)
+
+
+def evaluate(config: Config, net: Network, splits: Splits) -> Evaluation:
+    """Test metrics, report files and the confusion matrix (or regression scatter)."""
+    return test_report(net, splits, title(config))
+
+
+def log(config: Config, trained: Trained, evaluation: Evaluation,
+        run_name: str | None = None) -> str:
+    """Record a notebook's run like a pipeline run (params, per-epoch curves, reports, model);
+    return its MLflow run id."""
+    splits, manifest = prepare_data(config)
+    with tempfile.TemporaryDirectory() as tmp, tracked_run(
+        config, manifest, Path(tmp), run_name=run_name, tags={"entry_point": "api"}
+    ) as recorder:
+        history = trained.history
+        for epoch in range(history.epochs_run):
+            recorder.log_metrics({k: v[epoch] for k, v in history.history.items()}, epoch + 1)
+        record_training(recorder, config, trained.net, history, Path(tmp))
+        files = write_reports(evaluation, Path(tmp))
+        example = splits.test.X[:5] if config.tracking.log_model else None
+        record_evaluation(recorder, evaluation, files, trained.net, example)
+        return recorder.run_id

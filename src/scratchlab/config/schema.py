@@ -1,0 +1,176 @@
+"""The typed schema of every config group, and :func:`validate`, the one place it is checked.
+
+Each group is a dataclass whose fields carry the rules of the code that uses them (the engine's
+``NetworkSpec``, optimizers and callbacks, the data layer's datasets), so a rule is written
+once: the engine raises ``ValueError`` naming its argument, this layer ``ConfigError`` naming the
+key. DVC composes ``params.yaml`` in its own process (no Hydra ConfigStore there), so the schema
+is applied here, after composition, by whichever entry point loaded the config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from scratchlab.data.base import TEST_FRACTION, DataConfig
+from scratchlab.errors import ConfigError
+from scratchlab.nn.callbacks import DivergenceGuard, EarlyStopping
+from scratchlab.nn.network import NetworkSpec
+from scratchlab.nn.optimizers import HYPERPARAMETERS, OPTIMIZERS, hyperparameters
+from scratchlab.nn.training import BATCH_SIZE, EPOCHS
+from scratchlab.rules import Choice, Flag, Maybe, Number, Text, build, nested, ruled, rules_of
+
+GROUPS = ("data", "model", "optimizer", "train", "tracking")
+
+
+def _derived(name: str, engine: type, exclude: tuple[str, ...] = (), extra: tuple = ()) -> type:
+    """A config schema with the engine dataclass's fields: same types, defaults and rules."""
+    specs = [
+        (f.name, f.type, field(default=f.default, metadata=f.metadata))
+        for f in fields(engine) if f.init and f.name not in exclude
+    ]
+    return make_dataclass(name, [*extra, *specs], frozen=True, kw_only=True)
+
+
+ModelConfig = _derived(
+    "ModelConfig", NetworkSpec, exclude=("input_dim", "output_dim", "dtype"),
+    extra=(("name", str, ruled(Text(), default="custom")),),
+)
+EarlyStoppingConfig = _derived(
+    "EarlyStoppingConfig", EarlyStopping, extra=(("enabled", bool, ruled(Flag(), default=False)),)
+)
+_GUARD = rules_of(DivergenceGuard)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = ruled(EPOCHS, default=40)
+    batch_size: int = ruled(BATCH_SIZE, default=32)
+    seed: int = ruled(Number(0, integer=True), default=0)
+    val_fraction: float = ruled(TEST_FRACTION, default=0.1)
+    early_stopping: Any = nested(EarlyStoppingConfig, default_factory=EarlyStoppingConfig)
+    divergence_factor: float = ruled(_GUARD["factor"], default=1.0)
+    divergence_patience: int = ruled(_GUARD["patience"], default=3)
+    progress: bool = ruled(Flag(), default=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrackingConfig:
+    uri: str | None = ruled(Maybe(Text()), default=None)
+    experiment: str = ruled(Text(), default="scratchlab")
+    run_name: str | None = ruled(Maybe(Text()), default=None)
+    log_model: bool = ruled(Flag(), default=True)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """``optimizer.name`` and the hyperparameters that optimizer takes (and no others)."""
+
+    name: str
+    hyper: dict[str, float]
+
+    @classmethod
+    def build(cls, values: Any) -> OptimizerConfig:
+        if not isinstance(values, Mapping):
+            raise TypeError(f"optimizer={values!r} must be a mapping")
+        name = Choice(tuple(OPTIMIZERS)).check("optimizer.name", values.get("name"))
+        allowed = ("name", *hyperparameters(name))
+        for key, value in values.items():
+            if key not in allowed:
+                raise ValueError(f"optimizer.{key}: unknown key for optimizer {name!r}; "
+                                 f"allowed: {', '.join(allowed)}")
+            if key != "name":
+                HYPERPARAMETERS[key].check(f"optimizer.{key}", value)
+        if "lr" not in values:
+            raise ValueError("optimizer.lr: missing (it is required; set optimizer.lr=...)")
+        return cls(name, {k: v for k, v in values.items() if k != "name"})
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration: one typed object per group, and the plain dict it came from
+    (what MLflow records as params and ``config.yaml``)."""
+
+    data: DataConfig
+    model: Any
+    optimizer: OptimizerConfig
+    train: TrainConfig
+    tracking: TrackingConfig
+    plain: dict[str, Any]
+
+    def network_spec(self, input_dim: int, output_dim: int, dtype: str = "float32") -> NetworkSpec:
+        model = {f.name: getattr(self.model, f.name) for f in fields(self.model)}
+        model.pop("name")
+        return NetworkSpec(input_dim=input_dim, output_dim=output_dim, dtype=dtype, **model)
+
+
+def validate(cfg: Mapping[str, Any] | Config,
+             data: Callable[[Any], DataConfig] | None = None) -> Config:
+    """Build the typed config; any unknown key, missing or invalid value is one ConfigError line
+    naming the key and what was expected (raised before any data is read or run started).
+
+    ``data`` builds the data group. By default only the keys every dataset has are checked
+    here (name, task, test_fraction, split_seed): a dataset's own keys are checked by the data
+    layer when the data is fetched or loaded (``scratchlab.data.registry.data_config``), so
+    code that never reads raw data (the DVC train and evaluate stages) need not import it.
+    """
+    if isinstance(cfg, Config):
+        return cfg
+    plain = _plain(cfg)
+    unknown = [key for key in plain if key not in GROUPS]
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown config group; allowed: {', '.join(GROUPS)}")
+    missing = [group for group in GROUPS if group not in plain]
+    if missing:
+        raise ConfigError(f"{missing[0]}: missing config group (expected {', '.join(GROUPS)})")
+    try:
+        config = Config(
+            data=(data or common_data)(plain["data"]),
+            model=build(ModelConfig, plain["model"], "model."),
+            optimizer=OptimizerConfig.build(plain["optimizer"]),
+            train=build(TrainConfig, plain["train"], "train."),
+            tracking=build(TrackingConfig, plain["tracking"], "tracking."),
+            plain=plain,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
+    _check_task(config)
+    return config
+
+
+def common_data(values: Any) -> DataConfig:
+    """The data group's keys every dataset has, checked; the dataset's own keys are left."""
+    if not isinstance(values, Mapping):
+        raise TypeError(f"data={values!r} must be a mapping")
+    common = {f.name for f in fields(DataConfig)}
+    return build(DataConfig, {k: v for k, v in values.items() if k in common}, "data.")
+
+
+def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        # unset ``???`` values stay as the string "???" and are reported by name by ``build``
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    return dict(cfg)
+
+
+def _check_task(config: Config) -> None:
+    task, model = config.data.task, config.model
+    if task == "regression" and (model.output != "linear" or model.loss != "mse"):
+        raise ConfigError(
+            "model.output/model.loss: regression needs output 'linear' and loss 'mse'"
+        )
+    if task == "classification" and model.output == "linear":
+        raise ConfigError("model.output='linear' is for regression; use 'softmax' to classify")
+
+
+def validate_batch_size(config: Config, n_train: int) -> None:
+    """The one check that needs the data: a batch cannot exceed the training set."""
+    batch = config.train.batch_size
+    if batch > n_train:
+        raise ConfigError(
+            f"train.batch_size={batch} exceeds the {n_train} training samples; "
+            f"expected an integer in [1, {n_train}]"
+        )

@@ -1,0 +1,149 @@
+"""Callbacks ``fit`` calls around training, and the History they read and write.
+
+A callback sees every epoch's metrics and may stop training by returning a reason:
+:class:`EarlyStopping` (patience on a monitored metric, best weights restored) and
+:class:`DivergenceGuard` (a loss that stays worse than the untrained net's) are the two
+``fit``'s config knows; a logger is an :class:`EpochEnd` around any function.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scratchlab.nn.network import Network
+from scratchlab.rules import Choice, Flag, Number, check_fields, ruled
+
+MONITORS = ("loss", "val_loss", "accuracy", "val_accuracy")
+DIVERGED, STOPPED_EARLY = "diverged", "stopped_early"
+
+
+@dataclass
+class History:
+    """Per-epoch metrics and how training ended (``stop_reason``: None when all epochs ran)."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    initial_loss: float | None = None  # the first mini-batch's, before any update
+    stop_reason: str | None = None
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stop_reason == STOPPED_EARLY
+
+    @property
+    def diverged(self) -> bool:
+        return self.stop_reason == DIVERGED
+
+    @property
+    def diverged_epoch(self) -> int | None:
+        return self.epochs_run - 1 if self.diverged else None
+
+
+class Callback:
+    """What ``fit`` calls around training; override the hooks you need."""
+
+    def on_train_begin(self, net: Network, history: History) -> None:
+        """Before the first epoch; ``history.history`` already lists the metrics to come."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], net: Network,
+                     history: History) -> str | None:
+        """After each epoch's metrics are known; return a stop reason to end training."""
+        return None
+
+    def on_train_end(self, net: Network, history: History) -> None:
+        """After the last epoch, however training ended."""
+
+
+class EpochEnd(Callback):
+    """Calls ``fn(epoch, logs)`` after each epoch (a logger, a progress hook)."""
+
+    def __init__(self, fn: Callable[[int, dict[str, float]], None]) -> None:
+        self.fn = fn
+
+    def on_epoch_end(self, epoch, logs, net, history):
+        self.fn(epoch, logs)
+
+
+@dataclass
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
+    epochs; with ``restore_best`` the best epoch's weights are put back when training ends
+    (stopped early or not). ``*accuracy`` monitors are maximized, ``*loss`` minimized."""
+
+    monitor: str = ruled(Choice(MONITORS), default="val_loss")
+    patience: int = ruled(Number(1, integer=True), default=5)
+    min_delta: float = ruled(Number(0), default=0.0)
+    restore_best: bool = ruled(Flag(), default=True)
+    best: float | None = field(default=None, init=False)
+    best_epoch: int | None = field(default=None, init=False)
+    best_state: dict | None = field(default=None, init=False, repr=False)
+    wait: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    @property
+    def maximize(self) -> bool:
+        return self.monitor.endswith("accuracy")
+
+    def on_train_begin(self, net: Network, history: History) -> None:
+        if self.monitor not in history.history:
+            raise ValueError(
+                f"monitor={self.monitor!r} is not measured by this fit (it measures "
+                f"{', '.join(history.history)}: val_* needs validation data, accuracy a "
+                "classifier)"
+            )
+        self.best, self.best_epoch, self.best_state, self.wait = None, None, None, 0
+
+    def on_epoch_end(self, epoch, logs, net, history):
+        value = logs[self.monitor]
+        if math.isfinite(value) and (self.best is None or self._improved(value)):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self.best_state = net.state_dict()
+            return None
+        self.wait += 1
+        return STOPPED_EARLY if self.wait >= self.patience else None
+
+    def _improved(self, value: float) -> bool:
+        if self.maximize:
+            return value > self.best + self.min_delta
+        return value < self.best - self.min_delta
+
+    def on_train_end(self, net: Network, history: History) -> None:
+        if self.restore_best and self.best_state is not None:
+            net.load_state_dict(self.best_state)
+        history.best_epoch = self.best_epoch
+
+
+@dataclass
+class DivergenceGuard(Callback):
+    """Diverged: the epoch's training loss stays above ``factor`` times the untrained net's
+    (``history.initial_loss``) for ``patience`` epochs in a row, or until training ends.
+
+    A NaN/inf loss always stops training as diverged (``fit`` itself checks every batch); this
+    guard catches the saturating blow-ups that never reach NaN (a sigmoid/softmax net pushed
+    into saturation by a huge step), while tolerating the early overshoot of momentum methods,
+    which come back below the initial loss within an epoch or two.
+    """
+
+    factor: float = ruled(Number(1), default=1.0)
+    patience: int = ruled(Number(1, integer=True), default=3)
+    wait: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    def on_train_begin(self, net: Network, history: History) -> None:
+        self.wait = 0
+
+    def on_epoch_end(self, epoch, logs, net, history):
+        reference = history.initial_loss
+        worse = reference is not None and reference > 0 and logs["loss"] > self.factor * reference
+        self.wait = self.wait + 1 if worse else 0
+        return DIVERGED if self.wait >= self.patience else None
+
+    def on_train_end(self, net: Network, history: History) -> None:
+        if history.stop_reason is None and self.wait > 0:
+            history.stop_reason = DIVERGED  # ended worse than it started

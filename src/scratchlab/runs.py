@@ -1,0 +1,101 @@
+"""The MLflow run of a config: opened with its params and tags, reopened, and told how
+training went (history, figure, tags, weights). Used by the DVC stages and by ``job``.
+
+DVC runs training and evaluation as two processes: ``train`` opens the run
+(:func:`tracked_run`) and records its id in ``run.json``; ``evaluate`` reopens it
+(:func:`resumed_run`). Nothing here imports the trainer or the evaluation code, so each
+DVC stage depends only on the code it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from scratchlab.config import Config
+from scratchlab.errors import DivergedError
+from scratchlab.io import write_json_atomic, write_text_atomic
+from scratchlab.nn.callbacks import History
+from scratchlab.nn.network import Network
+from scratchlab.nn.persistence import save_network
+from scratchlab.paths import git_commit
+from scratchlab.tracking.recorder import RunRecorder
+from scratchlab.tracking.run import ended_run
+from scratchlab.tracking.store import connect
+
+RUN_FILE = "run.json"
+
+
+def title(config: Config) -> str:
+    return (f"{config.data.name} | {config.model.name} | {config.optimizer.name} "
+            f"lr={config.optimizer.hyper['lr']}")
+
+
+def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
+    files = manifest.get("files", {})
+    digest = hashlib.sha256(
+        "".join(f"{name}:{info['sha256']};" for name, info in sorted(files.items())).encode()
+    ).hexdigest()
+    return {"dataset": config.data.name, "dataset_sha256": digest,
+            "seed": str(config.train.seed), "git_commit": git_commit()}
+
+
+@contextlib.contextmanager
+def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *,
+                run_name: str | None = None, tags: Mapping[str, str] | None = None,
+                parent_run_id: str | None = None) -> Iterator[RunRecorder]:
+    """A new run holding the config, the data manifest and the tags; its id in ``run.json``."""
+    experiment_id = connect(config.tracking.uri, config.tracking.experiment)
+    with ended_run(experiment_id=experiment_id, run_name=run_name or config.tracking.run_name,
+                   tags={**dataset_tags(config, manifest), **(tags or {})},
+                   parent_run_id=parent_run_id) as run:
+        recorder = RunRecorder(run.info.run_id)
+        write_json_atomic(out_dir / RUN_FILE, {"run_id": recorder.run_id})
+        recorder.log_params(config.plain)
+        recorder.log_dict(config.plain, "config.yaml")
+        recorder.log_dict(dict(manifest), "data/manifest.json")
+        yield recorder
+
+
+@contextlib.contextmanager
+def resumed_run(config: Config, run_id: str) -> Iterator[RunRecorder]:
+    """The run training started, reopened to add evaluation, ended again however this goes."""
+    connect(config.tracking.uri, config.tracking.experiment)
+    with ended_run(run_id=run_id):
+        yield RunRecorder(run_id)
+
+
+def record_training(recorder: RunRecorder, config: Config, net: Network, history: History,
+                    out_dir: Path) -> None:
+    """History files and figure, how training ended (tags), and the weights; a diverged run
+    raises :class:`DivergedError` (its run then ends FAILED, tagged ``diverged``)."""
+    from scratchlab import plots
+
+    _write_history(history.history, history.epochs_run, out_dir)
+    recorder.log_artifacts([out_dir / "history.json"])
+    recorder.log_figure(plots.history_figure(history.history, title(config)), "history.png")
+    best = history.best_epoch
+    recorder.set_tags({"epochs_run": history.epochs_run,
+                       "best_epoch": None if best is None else best + 1})
+    if history.diverged:
+        epoch = history.diverged_epoch + 1  # 1-based, like the logged metric steps
+        recorder.set_tags({"diverged": "true", "diverged_epoch": epoch})
+        raise DivergedError(
+            f"optimizer.lr={config.optimizer.hyper['lr']}: loss diverged at epoch {epoch}; "
+            f"MLflow run {recorder.run_id} marked FAILED (tag diverged)"
+        )
+    recorder.set_tags({"diverged": "false"})
+    save_network(net, out_dir / "model.npz")
+    recorder.log_artifacts([out_dir / "model.npz", out_dir / "model.json"], "weights")
+
+
+def _write_history(history: dict[str, list[float]], epochs: int, out_dir: Path) -> None:
+    """``history.json`` for MLflow and ``history.csv`` (one row per epoch) for ``dvc plots``."""
+    write_json_atomic(out_dir / "history.json", history)
+    keys = list(history)
+    rows = ["epoch," + ",".join(keys)]
+    rows += [f"{e + 1}," + ",".join(repr(history[k][e]) for k in keys) for e in range(epochs)]
+    write_text_atomic(out_dir / "history.csv", "\n".join(rows) + "\n")

@@ -1,0 +1,66 @@
+"""Train the configured network: config + splits -> trained network + history. No tracker here.
+
+The Hydra app, the DVC train stage, the sweeps, the benchmarks and ``scratchlab gradcheck``
+all build and train through this module; MLflow sees training only through the callbacks its
+caller passes in (``scratchlab.tracking.recorder.EpochMetrics``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scratchlab.config import Config, validate_batch_size
+from scratchlab.config.schema import TrainConfig
+from scratchlab.data.splits import Splits
+from scratchlab.nn.callbacks import Callback, DivergenceGuard, EarlyStopping, History
+from scratchlab.nn.network import Network, NetworkSpec, build_network
+from scratchlab.nn.optimizers import make_optimizer
+from scratchlab.nn.training import fit
+
+
+@dataclass
+class Trained:
+    """What training leaves behind for evaluation, persistence and tracking."""
+
+    net: Network
+    history: History
+
+
+def training_callbacks(train: TrainConfig) -> list[Callback]:
+    """The callbacks ``train.*`` asks for: the divergence guard, and early stopping if enabled."""
+    callbacks: list[Callback] = [
+        DivergenceGuard(factor=train.divergence_factor, patience=train.divergence_patience)
+    ]
+    stopping = train.early_stopping
+    if stopping.enabled:
+        callbacks.append(EarlyStopping(monitor=stopping.monitor, patience=stopping.patience,
+                                       min_delta=stopping.min_delta,
+                                       restore_best=stopping.restore_best))
+    return callbacks
+
+
+def build_configured(config: Config, splits: Splits, dtype: str = "float32") -> tuple[
+        Network, NetworkSpec, np.random.Generator]:
+    """The configured network sized for ``splits``, and the seeded generator that built it
+    (it goes on to draw dropout masks and batch orders, so one seed fixes the whole run)."""
+    spec = config.network_spec(splits.input_dim, splits.output_dim, dtype)
+    rng = np.random.default_rng(config.train.seed)
+    return build_network(spec, rng), spec, rng
+
+
+def train_network(config: Config, splits: Splits, callbacks: Sequence[Callback] = ()) -> Trained:
+    """Build the configured network and fit it on ``splits.train`` (validating on ``val``)."""
+    validate_batch_size(config, len(splits.train))
+    net, _, rng = build_configured(config, splits)
+    optimizer = make_optimizer(config.optimizer.name, **config.optimizer.hyper)
+    train = config.train
+    history = fit(
+        net, optimizer, splits.train.X, splits.train.Y,
+        epochs=train.epochs, batch_size=train.batch_size, rng=rng,
+        validation_data=(splits.val.X, splits.val.Y),
+        callbacks=[*training_callbacks(train), *callbacks], progress=train.progress,
+    )
+    return Trained(net, history)

@@ -1,0 +1,97 @@
+"""The code each DVC stage runs: the static import closure of its entry module.
+
+Every ``import`` statement counts, at module level or inside a function (a lazy import runs
+when the stage does), except those under ``if TYPE_CHECKING:``. Importing ``a.b.c`` also runs
+``a/__init__.py`` and ``a/b/__init__.py``, so those count too. Run this file to print the deps
+``dvc.yaml`` should list: ``python tests/stage_contracts.py``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+PACKAGE = "scratchlab"
+
+
+def module_file(name: str) -> Path | None:
+    """The source file of project module ``name`` (a module or a package's __init__)."""
+    base = SRC.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """Project modules named by the import statements of one file."""
+    tree = ast.parse(path.read_text(), str(path))
+    skipped = {
+        id(node)
+        for stmt in ast.walk(tree)
+        if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test)
+        for child in stmt.body
+        for node in ast.walk(child)
+    }
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}  # submodules imported
+    return {name for name in found
+            if name.split(".")[0] == PACKAGE and (module_file(name) or SRC.joinpath(
+                *name.split(".")).is_dir())}
+
+
+def closure(entry: str) -> set[Path]:
+    """Every project source file importing ``entry`` can run, relative to the repo."""
+    seen: set[str] = set()
+    todo = [entry]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # parent packages
+        path = module_file(name)
+        if path is not None:  # None: a namespace package (a folder without __init__.py)
+            todo += sorted(_imports(path, name))
+    return {module_file(name).relative_to(REPO) for name in seen if module_file(name)}
+
+
+def stage_entries(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, str]:
+    """stage name -> the module its ``cmd`` runs with ``python -m``."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    entries = {}
+    for name, stage in stages.items():
+        match = re.fullmatch(r"python -m ([\w.]+)", stage["cmd"].strip())
+        assert match, f"stage {name}: cmd is not `python -m <module>`: {stage['cmd']}"
+        entries[name] = match.group(1)
+    return entries
+
+
+def code_deps(stage: dict) -> set[Path]:
+    """The source files a dvc.yaml stage lists as deps."""
+    return {Path(d) for d in stage.get("deps", []) if str(d).startswith("src/")}
+
+
+if __name__ == "__main__":
+    for stage, entry in stage_entries().items():
+        print(f"{stage}:")
+        for path in sorted(closure(entry)):
+            print(f"      - {path}")
