@@ -1,9 +1,23 @@
-"""The network as an MLflow pyfunc model, against a real SQLite tracking store."""
+"""The network as an MLflow pyfunc model, against a real SQLite tracking store.
 
+The logged model must load, predict and serve where ``scratchlab`` is not importable: the slow
+tests below build a virtual environment holding only the model's pinned requirements (uv,
+offline, from its cache: about a second) and run ``mlflow.pyfunc.load_model``,
+``mlflow models predict`` and ``mlflow models serve`` there, from a directory outside the repo.
+"""
+
+import ast
+import itertools
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -12,16 +26,47 @@ import pytest
 
 mlflow = pytest.importorskip("mlflow")
 
-from scratchlab.nn.network import NetworkSpec, build_network  # noqa: E402
+from scratchlab.errors import ConfigError  # noqa: E402
+from scratchlab.nn import pyfunc_model  # noqa: E402
+from scratchlab.nn.layers import BatchNorm  # noqa: E402
+from scratchlab.nn.network import (  # noqa: E402
+    ACTIVATIONS,
+    DTYPES,
+    LOSSES,
+    OUTPUTS,
+    NetworkSpec,
+    build_network,
+)
+from scratchlab.nn.persistence import save_network  # noqa: E402
 from scratchlab.nn.pyfunc import log_pyfunc_model  # noqa: E402
 
-# one xdist worker runs this whole module, so its module-scoped fixture is built once
+# one xdist worker runs this whole module, so its module-scoped fixtures are built once
 pytestmark = pytest.mark.xdist_group("test_nn_pyfunc")
+
+SUBPROCESS_TIMEOUT_S = 180
+
+
+def _randomize(net, rng) -> None:
+    """Give every parameter and BatchNorm statistic a non-trivial value (a trained net's)."""
+    state = {}
+    for key, value in net.state_dict().items():
+        if key.endswith("running_var"):
+            state[key] = rng.uniform(0.2, 3.0, value.shape)
+        elif key.endswith(".W"):
+            state[key] = rng.standard_normal(value.shape) / np.sqrt(value.shape[0])
+        else:
+            state[key] = rng.standard_normal(value.shape)
+    net.load_state_dict(state)
+
+
+def _pixels(rows: int, columns: int, seed: int) -> np.ndarray:
+    """Scaled pixel values k/16 (as for digits): exact in CSV and JSON, so no parsing noise."""
+    return np.random.default_rng(seed).integers(0, 17, (rows, columns)) / 16.0
 
 
 @pytest.fixture(scope="module")
 def logged(tmp_path_factory):
-    """One run holding a logged model: (tracking uri, run id, net, X)."""
+    """One run holding a logged model: (tracking uri, run id, net, X, model info)."""
     tmp = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{tmp}/mlflow.db"
     previous = mlflow.get_tracking_uri()
@@ -30,7 +75,8 @@ def logged(tmp_path_factory):
         experiment = mlflow.create_experiment("nn", artifact_location=(tmp / "artifacts").as_uri())
         spec = NetworkSpec(4, 3, (5,), "relu", dropout=0.2, batchnorm=True)
         net = build_network(spec, np.random.default_rng(0))
-        X = np.random.default_rng(1).standard_normal((6, 4))
+        _randomize(net, np.random.default_rng(2))
+        X = _pixels(6, 4, seed=1)
         with mlflow.start_run(experiment_id=experiment) as run:
             info = log_pyfunc_model(net, name="model", input_example=X[:2])
         yield uri, run.info.run_id, net, X, info
@@ -50,26 +96,262 @@ def test_load_back_and_predict_identically(logged):
     assert list(inputs[0]["tensor-spec"]["shape"]) == [-1, 4]
 
 
-def test_logged_from_code_not_pickled(logged):
+def test_logged_from_code_not_pickled_and_self_contained(logged):
+    """No pickle in the model, and its code imports nothing but the stdlib, NumPy and MLflow."""
     uri, run_id, *_ = logged
     mlflow.set_tracking_uri(uri)
     local = Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model"))
     files = {p.name for p in local.rglob("*")}
     assert "pyfunc_model.py" in files and not [f for f in files if f.endswith(".pkl")]
+    tree = ast.parse((local / "pyfunc_model.py").read_text())
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {name.split(".")[0] for name in imported} <= {
+        "json",
+        "math",
+        "pathlib",
+        "mlflow",
+        "numpy",
+    }, imported
+    requirements = (local / "requirements.txt").read_text().split()
+    assert sorted(r.split("==")[0] for r in requirements) == ["mlflow", "numpy", "pandas"]
+
+
+def _spec_space():
+    """Every valid combination of the spec's categorical choices, at depths 0, 1 and 2."""
+    for activation, output, loss, dtype, batchnorm, dropout, hidden in itertools.product(
+        ACTIVATIONS, OUTPUTS, LOSSES, DTYPES, (False, True), (0.0, 0.5), ((), (7,), (6, 5))
+    ):
+        try:
+            yield NetworkSpec(
+                9, 4, hidden, activation, output, loss, dropout, batchnorm, dtype=dtype
+            )
+        except ConfigError:  # cross_entropy with a linear output
+            continue
+
+
+def test_standalone_forward_equals_network_predict():
+    """The model file's NumPy forward pass is bit-identical to ``Network.predict`` for every
+    activation, output, loss, dtype, batchnorm and dropout choice (1100 rows: two batches;
+    rows of +-300 push sigmoid into its clipped range and softmax into large logits)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1100, 9)) * 3.0
+    X[:20] = rng.choice([-300.0, 300.0], size=(20, 9))
+    specs = list(_spec_space())
+    assert len(specs) == 4 * 5 * 2 * 2 * 2 * 3  # (softmax|sigmoid) x CE + 3 outputs x MSE
+    for spec in specs:
+        net = build_network(spec, np.random.default_rng(1))
+        _randomize(net, rng)
+        standalone = pyfunc_model.StandaloneNetwork(spec.to_dict(), net.state_dict())
+        expected = net.predict(X)
+        got = standalone.predict(X)
+        assert got.dtype == expected.dtype, spec
+        np.testing.assert_array_equal(got, expected, err_msg=str(spec))
+
+
+def test_standalone_reads_what_save_network_writes(tmp_path):
+    spec = NetworkSpec(9, 3, (8, 6), "tanh", "sigmoid", batchnorm=True)
+    net = build_network(spec, np.random.default_rng(0))
+    _randomize(net, np.random.default_rng(1))
+    save_network(net, tmp_path / pyfunc_model.WEIGHTS)
+    X = np.random.default_rng(2).standard_normal((5, 9))
+    standalone = pyfunc_model.StandaloneNetwork.load(tmp_path / pyfunc_model.WEIGHTS)
+    np.testing.assert_array_equal(standalone.predict(X), net.predict(X))
+    assert pyfunc_model.BATCHNORM_EPS == BatchNorm(1).eps
+    with pytest.raises(ValueError, match="rows of 9 features"):
+        standalone.predict(X[:, :8])
+    state = net.state_dict()
+    del state["batchnorm2.running_var"]
+    with pytest.raises(ValueError, match=r"missing \['batchnorm2.running_var'\]"):
+        pyfunc_model.StandaloneNetwork(spec.to_dict(), state)
+
+
+# --- where scratchlab is not importable --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_dir(logged, tmp_path_factory) -> Path:
+    uri, run_id, *_ = logged
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{run_id}/model",
+            dst_path=str(tmp_path_factory.mktemp("model")),
+            tracking_uri=uri,
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def bare_venv(model_dir, tmp_path_factory) -> Path:
+    """A virtual environment with only the model's requirements.txt, no scratchlab.
+
+    uv installs the pinned numpy/pandas/mlflow from its cache (``--offline``: the tests use no
+    network), hard-linked, in about a second; skipped when uv or those wheels are missing.
+    """
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if uv is None:
+        pytest.skip("needs uv (pip install uv) to build a venv without scratchlab")
+    venv = tmp_path_factory.mktemp("bare") / "venv"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    subprocess.run(
+        [uv, "venv", "-q", "--python", sys.executable, str(venv)],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+    done = subprocess.run(
+        [uv, "pip", "install", "-q", "--offline", "--python", str(venv / "bin" / "python"),
+         "-r", str(model_dir / "requirements.txt")],
+        env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
+    )  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"uv cannot install the model's requirements offline: {done.stderr[-400:]}")
+    probe = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import scratchlab"],
+        cwd=venv,
+        env=_bare_env(venv),
+        capture_output=True,
+        text=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
+    assert "No module named 'scratchlab'" in probe.stderr, probe.stderr
+    return venv
+
+
+def _bare_env(venv: Path, tracking_uri: str | None = None) -> dict[str, str]:
+    """This process's environment with the bare venv in place of the project's."""
+    project_bin = Path(sys.executable).parent
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and Path(p) != project_bin]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(VIRTUAL_ENV=str(venv), PATH=os.pathsep.join([str(venv / "bin"), *path]))
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
+
+
+_LOAD_AND_PREDICT = """
+import importlib.util, sys
+import mlflow, numpy
+assert importlib.util.find_spec("scratchlab") is None, "scratchlab is importable"
+model = mlflow.pyfunc.load_model(sys.argv[1])
+numpy.save(sys.argv[3], model.predict(numpy.load(sys.argv[2])))
+"""
 
 
 @pytest.mark.slow
-def test_mlflow_models_predict_cli(logged, tmp_path):
-    """``mlflow models predict --env-manager local`` in a subprocess (~10 s)."""
+def test_load_model_without_scratchlab(logged, bare_venv, tmp_path):
+    """``mlflow.pyfunc.load_model`` in an isolated Python (``-I``) of the bare venv."""
     uri, run_id, net, X, _ = logged
-    pd.DataFrame(X, columns=[f"x{i}" for i in range(4)]).to_csv(tmp_path / "in.csv", index=False)
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    command = [
-        str(mlflow_cli), "models", "predict", "-m", f"runs:/{run_id}/model",
-        "-i", str(tmp_path / "in.csv"), "-t", "csv", "-o", str(tmp_path / "out.json"),
-        "--env-manager", "local",
-    ]  # fmt: skip
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    subprocess.run(command, check=True, capture_output=True, timeout=120, env=env)
-    predictions = json.loads((tmp_path / "out.json").read_text())["predictions"]
-    np.testing.assert_allclose(np.array(predictions), net.predict(X), rtol=1e-6)
+    np.save(tmp_path / "x.npy", X)
+    subprocess.run(
+        [str(bare_venv / "bin" / "python"), "-I", "-c", _LOAD_AND_PREDICT,
+         f"runs:/{run_id}/model", "x.npy", "out.npy"],
+        cwd=tmp_path, env=_bare_env(bare_venv, uri), check=True, capture_output=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )  # fmt: skip
+    got = np.load(tmp_path / "out.npy")
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, net.predict(X))
+
+
+def _write_inputs(rows: np.ndarray, directory: Path) -> None:
+    """``images.csv`` (with a header row, as README shows) and ``images.json``."""
+    columns = [f"pixel_{i}" for i in range(rows.shape[1])]
+    pd.DataFrame(rows, columns=columns).to_csv(directory / "images.csv", index=False)
+    (directory / "images.json").write_text(json.dumps({"inputs": rows.tolist()}))
+
+
+@pytest.mark.slow
+def test_mlflow_models_predict_without_scratchlab(logged, bare_venv, tmp_path):
+    """README's recipe in the bare venv, from a directory outside the repo: 3 rows of a CSV
+    with a header give 3 predictions, and so does the JSON alternative (~5 s each)."""
+    uri, run_id, net, X, _ = logged
+    _write_inputs(X[:3], tmp_path)
+    for kind in ("csv", "json"):
+        subprocess.run(
+            [str(bare_venv / "bin" / "mlflow"), "models", "predict", "-m", f"runs:/{run_id}/model",
+             "-i", f"images.{kind}", "-t", kind, "-o", f"{kind}.out", "--env-manager", "local"],
+            cwd=tmp_path, env=_bare_env(bare_venv, uri), check=True, capture_output=True,
+            timeout=SUBPROCESS_TIMEOUT_S,
+        )  # fmt: skip
+        predictions = json.loads((tmp_path / f"{kind}.out").read_text())["predictions"]
+        assert len(predictions) == 3, kind
+        np.testing.assert_array_equal(
+            np.array(predictions, dtype=np.float32), net.predict(X[:3]), err_msg=kind
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, body: str) -> list:
+    request = urllib.request.Request(
+        url, data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())["predictions"]
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"HTTP {exc.code}: {exc.read()[:600]!r}") from exc
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_without_scratchlab(logged, bare_venv, tmp_path):
+    """``mlflow models serve`` from the bare venv on a loopback port, queried on
+    ``/invocations`` with ``inputs`` and ``dataframe_split`` JSON. (Not CSV: MLflow 3's server
+    cannot parse a CSV body for a model with a tensor signature, see README.)"""
+    uri, run_id, net, X, _ = logged
+    port = _free_port()
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [str(bare_venv / "bin" / "mlflow"), "models", "serve", "-m", f"runs:/{run_id}/model",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=tmp_path, env=_bare_env(bare_venv, uri), stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except (urllib.error.URLError, OSError):
+                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+                assert time.monotonic() < deadline, "the model server did not answer in 120 s"
+                time.sleep(0.5)
+        rows = X[:3]
+        bodies = {
+            "inputs": {"inputs": rows.tolist()},
+            "dataframe_split": {
+                "dataframe_split": {
+                    "columns": [f"pixel_{i}" for i in range(rows.shape[1])],
+                    "data": rows.tolist(),
+                }
+            },
+        }
+        for kind, body in bodies.items():
+            predictions = _post(f"{base}/invocations", json.dumps(body))
+            assert len(predictions) == 3, kind
+            np.testing.assert_array_equal(
+                np.array(predictions, dtype=np.float32), net.predict(rows), err_msg=kind
+            )
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        log.close()

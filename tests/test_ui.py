@@ -1,8 +1,10 @@
-"""`scratchlab ui` serves the project's store on loopback only, unless told otherwise."""
+"""`scratchlab ui`: serves the project's store on loopback only (unless told otherwise), prints
+the deep link to the experiment's training runs and, with ``--open``, opens it in the browser."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,7 +15,17 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from scratchlab.tracking.ui import base_url, runs_url
+
+SERVER_START_TIMEOUT_S = 120
+VIEW = "workflowType=machine_learning&compareRunsMode=CHART"
+
+
+def test_runs_url() -> None:
+    assert runs_url("127.0.0.1", 5000, "7") == f"http://127.0.0.1:5000/#/experiments/7/runs?{VIEW}"
+    assert base_url("0.0.0.0", 5001) == "http://127.0.0.1:5001"  # any address: loopback
+    assert base_url("::1", 5001) == "http://[::1]:5001"
+    assert base_url("localhost", 80) == "http://localhost:80"
 
 
 def _free_port() -> int:
@@ -33,28 +45,95 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
-def test_ui_binds_to_loopback(tmp_path: Path) -> None:
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """A store whose 'scratchlab' experiment, created by `scratchlab ui`, will not be id 1."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    for name in ("other-a", "other-b"):
+        client.create_experiment(name, artifact_location=(tmp_path / name).as_uri())
+    return uri
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in browser for ``BROWSER``: appends each URL it is given to a file."""
+    script, record = tmp_path / "browser.sh", tmp_path / "opened.txt"
+    script.write_text(f'#!/bin/sh\necho "$1" >> "{record}"\n')
+    script.chmod(0o755)
+    return script, record
+
+
+def _run_ui(tmp_path: Path, store: str, browser: Path, port: int, *extra: str):
+    """Start `scratchlab ui`, wait (bounded) until it answers /health; the process and the
+    first two lines it printed (the mlflow command and the link)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store, "BROWSER": str(browser)}
     scratchlab = Path(sys.executable).parent / "scratchlab"
-    proc = subprocess.Popen([str(scratchlab), "ui", "--port", str(port)], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen([str(scratchlab), "ui", "--port", str(port), *extra], env=env,
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                assert r.status == 200
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                _stop(proc)
+                pytest.fail(f"the UI did not come up in {SERVER_START_TIMEOUT_S} s: "
+                            f"{proc.stdout.read()}")  # fmt: skip
+            time.sleep(0.5)
+    return proc, [proc.stdout.readline(), proc.stdout.readline()]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def _experiment_id(uri: str) -> str:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri).get_experiment_by_name("scratchlab").experiment_id
+
+
+@pytest.mark.slow
+def test_ui_binds_to_loopback_and_prints_the_runs_link(tmp_path, store, browser) -> None:
+    port = _free_port()
+    proc, lines = _run_ui(tmp_path, store, browser[0], port)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read()
-                assert time.monotonic() < deadline, "the UI did not come up in 120 s"
-                time.sleep(0.5)
         assert _listening_addresses(port) == {"127.0.0.1"}
+        assert "--host 127.0.0.1" in lines[0] and f"sqlite:///{tmp_path}" in lines[0]
+        link = re.search(r"http://\S+", lines[1]).group(0)
+        experiment_id = _experiment_id(store)
+        assert experiment_id not in ("0", "1")  # the store's own id, not a guess
+        assert link == f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?{VIEW}"
+        # the part before '#' is what the server sees; the route after it is client-side
+        with urllib.request.urlopen(link.split("#")[0], timeout=10) as response:
+            assert response.status == 200
+            assert "text/html" in response.headers["Content-Type"]
+        time.sleep(2)
+        assert not browser[1].exists(), "opened a browser without --open"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    first_line = proc.stdout.readline()
-    assert "--host 127.0.0.1" in first_line and f"sqlite:///{tmp_path}" in first_line
+        _stop(proc)
+
+
+@pytest.mark.slow
+def test_ui_open_opens_the_link_in_the_browser(tmp_path, store, browser) -> None:
+    port = _free_port()
+    proc, lines = _run_ui(tmp_path, store, browser[0], port, "--open")
+    try:
+        link = re.search(r"http://\S+", lines[1]).group(0)
+        assert f"/#/experiments/{_experiment_id(store)}/runs?" in link
+        deadline = time.monotonic() + 30  # the helper polls /health every 0.5 s
+        while not browser[1].exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert browser[1].exists(), "--open did not call the browser within 30 s"
+        time.sleep(0.5)  # the stand-in browser's echo may still be writing
+        assert browser[1].read_text().splitlines() == [link]
+    finally:
+        _stop(proc)

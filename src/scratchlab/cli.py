@@ -32,7 +32,13 @@ def _ui(args: argparse.Namespace) -> None:
     location = artifact_location(uri)
     if location:
         command += ["--default-artifact-root", location]
+    from scratchlab.tracking import ui
+
+    url = ui.experiment_runs_url(uri, args.experiment, args.host, args.port)
     print(" ".join(command), flush=True)
+    print(f"training runs of experiment {args.experiment!r}: {url}", flush=True)
+    if args.open:
+        ui.open_when_up(url)
     # this environment's MLflow, whether or not its bin/ is on PATH
     os.execv(sys.executable, [sys.executable, "-m", *command])
 
@@ -91,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--workers", type=int, default=1, help="server processes (1 suffices locally)")
+    ui.add_argument("--experiment", default="scratchlab",
+                    help="experiment whose runs the printed link shows (default: scratchlab)")
+    ui.add_argument("--open", action="store_true",
+                    help="open that link in the browser once the server answers")
     ui.set_defaults(func=_ui)
 
     cmp = sub.add_parser("compare", help="print a table of runs and write the comparison figure")

@@ -1,11 +1,137 @@
 """The model-from-code file MLflow stores with every logged network and runs to load it.
 
 MLflow copies this file into the model directory and executes it on load (instead of
-unpickling an object, which could run arbitrary code). It needs ``scratchlab`` importable.
+unpickling an object, which could run arbitrary code). It is self-contained: it imports only
+the standard library, NumPy and MLflow (the model's pinned requirements, with pandas), never
+``scratchlab``, so the logged model loads and serves in any Python that has those, e.g.
+``mlflow models serve --env-manager local`` far from this repository.
+
+It reads the two files ``save_network`` writes, ``network.npz`` (weights, no pickle) and
+``network.json`` (the ``NetworkSpec``), and runs the network in inference mode: Dense
+``x W + b``, BatchNorm with its running statistics, the hidden activation, dropout as the
+identity, then the output softmax/sigmoid/linear. Each step is the same NumPy calls, in the
+same order and on the same 1024-row batches, as ``scratchlab.nn.layers`` and
+``Network.predict``, so the predictions are bit-identical to ``Network.predict`` for the same
+weights; ``tests/test_nn_pyfunc.py`` checks that over every activation, output, loss,
+batchnorm, dropout and dtype choice of ``NetworkSpec``.
 """
 
-import mlflow
+import json
+import math
+from pathlib import Path
 
-from scratchlab.nn.pyfunc import NetworkModel
+import mlflow
+import numpy as np
+
+WEIGHTS = "network.npz"  # the spec is the sibling network.json
+BATCHNORM_EPS = 1e-5  # scratchlab.nn.layers.BatchNorm's eps
+BATCHNORM_KEYS = ("gamma", "beta", "running_mean", "running_var")
+BATCH_SIZE = 1024  # Network.predict's batch size (BLAS may round differently per shape)
+
+
+def sigmoid(x):
+    """``1 / (1 + exp(-x))`` with ``exp``'s argument clipped below overflow (88 in float32)."""
+    out = np.negative(x)
+    np.minimum(out, math.floor(math.log(np.finfo(x.dtype).max)), out=out)
+    np.exp(out, out=out)
+    out += 1.0
+    np.reciprocal(out, out=out)
+    return out
+
+
+def softmax(x):
+    """Row-wise softmax of ``x - max(x)``, so ``exp`` cannot overflow."""
+    out = x - np.max(x, axis=1, keepdims=True)
+    np.exp(out, out=out)
+    out /= np.sum(out, axis=1, keepdims=True)
+    return out
+
+
+def relu(x):
+    return x * (x > 0)
+
+
+def identity(x):
+    return x
+
+
+ACTIVATIONS = {"sigmoid": sigmoid, "relu": relu, "tanh": np.tanh, "linear": identity}
+OUTPUTS = {"softmax": softmax, "sigmoid": sigmoid, "linear": identity}
+
+
+class StandaloneNetwork:
+    """A saved network's inference pass: ``spec`` is the spec dict, ``weights`` the arrays
+    keyed ``"dense1.W"``, ``"batchnorm1.running_mean"``... as in ``Network.state_dict``."""
+
+    def __init__(self, spec: dict, weights: dict) -> None:
+        self.dtype = np.dtype(spec["dtype"])
+        self.input_dim = int(spec["input_dim"])
+        self.output_dim = int(spec["output_dim"])
+        self.activation = ACTIVATIONS[spec["activation"]]
+        self.output = OUTPUTS[spec["output"]]
+        self.depth = len(spec["hidden"]) + 1  # Dense layers; a BatchNorm after each hidden one
+        self.batchnorm = bool(spec["batchnorm"])
+        expected = set()
+        for i in range(1, self.depth + 1):
+            expected.add(f"dense{i}.W")
+            if i == self.depth or not self.batchnorm:  # BatchNorm's beta replaces the bias
+                expected.add(f"dense{i}.b")
+            else:
+                expected |= {f"batchnorm{i}.{key}" for key in BATCHNORM_KEYS}
+        if set(weights) != expected:
+            raise ValueError(
+                f"weights do not match the spec: missing {sorted(expected - set(weights))}, "
+                f"unexpected {sorted(set(weights) - expected)}"
+            )
+        self.weights = {key: np.asarray(value, dtype=self.dtype) for key, value in weights.items()}
+
+    @classmethod
+    def load(cls, path) -> "StandaloneNetwork":
+        """The network whose weights are at ``path`` (.npz) and spec beside it (.json)."""
+        path = Path(path)
+        spec = json.loads(path.with_suffix(".json").read_text())
+        with np.load(path, allow_pickle=False) as archive:
+            weights = {name: archive[name] for name in archive.files}
+        return cls(spec, weights)
+
+    def forward(self, x):
+        """Outputs for one batch ``x`` (rows of ``input_dim`` features, in ``dtype``)."""
+        w = self.weights
+        for i in range(1, self.depth + 1):
+            x = x @ w[f"dense{i}.W"]
+            if f"dense{i}.b" in w:
+                x += w[f"dense{i}.b"]
+            if i == self.depth:
+                break
+            if self.batchnorm:
+                bn = f"batchnorm{i}."
+                inv_std = 1.0 / np.sqrt(w[bn + "running_var"] + BATCHNORM_EPS)
+                x_hat = (x - w[bn + "running_mean"]) * inv_std
+                x = x_hat * w[bn + "gamma"] + w[bn + "beta"]
+            x = self.activation(x)
+        return self.output(x)
+
+    def predict(self, x):
+        """Outputs for every row of ``x``, one row each, computed in batches of 1024 rows."""
+        x = np.asarray(x, dtype=self.dtype)
+        if x.ndim != 2 or x.shape[1] != self.input_dim:
+            raise ValueError(f"expected rows of {self.input_dim} features, got shape {x.shape}")
+        out = np.empty((x.shape[0], self.output_dim), dtype=self.dtype)
+        for start in range(0, x.shape[0], BATCH_SIZE):
+            out[start : start + BATCH_SIZE] = self.forward(x[start : start + BATCH_SIZE])
+        return out
+
+
+class NetworkModel(mlflow.pyfunc.PythonModel):
+    """Class probabilities (or regression values), one row per input row."""
+
+    def load_context(self, context) -> None:
+        self.net = StandaloneNetwork.load(Path(context.artifacts["network"]) / WEIGHTS)
+
+    # The hint only tells MLflow not to infer a schema from it (DataFrames arrive too); the
+    # signature comes from the input example the model was logged with.
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
+        return self.net.predict(model_input)
+
 
 mlflow.models.set_model(NetworkModel())
