@@ -3,7 +3,7 @@
 Every ``import`` statement counts, at module level or inside a function (a lazy import runs
 when the stage does), except those under ``if TYPE_CHECKING:``. Importing ``a.b.c`` also runs
 ``a/__init__.py`` and ``a/b/__init__.py``, so those count too. Run this file to print the deps
-``dvc.yaml`` should list: ``python tests/stage_contracts.py``.
+``dvc.yaml`` should list (``--write`` puts them there): ``python tests/stage_contracts.py``.
 """
 
 from __future__ import annotations
@@ -90,7 +90,28 @@ def code_deps(stage: dict) -> set[Path]:
     return {Path(d) for d in stage.get("deps", []) if str(d).startswith("src/")}
 
 
+def rewrite(dvc_yaml: Path = REPO / "dvc.yaml") -> str:
+    """``dvc.yaml`` with each stage's ``src/`` deps replaced by its closure (comments kept)."""
+    entries, out = stage_entries(dvc_yaml), []
+    stage, pending = None, []
+    for line in dvc_yaml.read_text().splitlines():
+        match = re.fullmatch(r"  (\w+):", line)
+        stage = match.group(1) if match else stage
+        if pending and not line.startswith("      - "):  # the deps list ended: code goes last
+            out, pending = out + pending, []
+        if line.strip().startswith("- src/"):
+            continue
+        out.append(line)
+        if stage in entries and line.strip() == "deps:":
+            pending = [f"      - {path}" for path in sorted(map(str, closure(entries[stage])))]
+    return "\n".join(out) + "\n"
+
+
 if __name__ == "__main__":
+    import sys
+
+    if "--write" in sys.argv:
+        (REPO / "dvc.yaml").write_text(rewrite())
     for stage, entry in stage_entries().items():
         print(f"{stage}:")
         for path in sorted(closure(entry)):

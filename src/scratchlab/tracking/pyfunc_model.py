@@ -12,7 +12,7 @@ It reads the two files ``save_network`` writes, ``network.npz`` (weights, no pic
 identity, then the output softmax/sigmoid/linear. Each step is the same NumPy calls, in the
 same order and on the same 1024-row batches, as ``scratchlab.nn.layers`` and
 ``Network.predict``, so the predictions are bit-identical to ``Network.predict`` for the same
-weights; ``tests/test_nn_pyfunc.py`` checks that over every activation, output, loss,
+weights; ``tests/test_tracking_model.py`` checks that over every activation, output, loss,
 batchnorm, dropout and dtype choice of ``NetworkSpec``.
 """
 
