@@ -9,8 +9,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 
-from conftest import copy_repo, project_env
+from conftest import REPO, copy_repo, project_env
+from stage_contracts import closure, stage_entries
 
 # one xdist worker runs this whole module, so its module-scoped fixture is built once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_pipeline_dvc")]
@@ -78,6 +80,59 @@ def test_second_repro_changes_nothing(project) -> None:
     assert _sha(root / "dvc.lock") == before
 
 
+def test_fresh_repro_rewrites_only_the_run_id_in_dvc_lock(project) -> None:
+    """The committed dvc.lock pins the sources, data, weights and metrics a fresh clone makes;
+    only models/run.json (a new MLflow run id per run) differs."""
+    root, _, _ = project
+
+    def pins(lock: Path) -> dict:
+        stages = yaml.safe_load(lock.read_text())["stages"]
+        return {(stage, kind, entry["path"]): entry.get("md5") for stage, body in stages.items()
+                for kind in ("deps", "outs") for entry in body.get(kind, [])}
+
+    committed, fresh = pins(REPO / "dvc.lock"), pins(root / "dvc.lock")
+    assert committed.keys() == fresh.keys()
+    changed = {key[2] for key in committed if committed[key] != fresh[key]}
+    assert changed == {"models/run.json"}
+
+
+def _status(root: Path, env: dict[str, str]) -> set[str]:
+    """The stages `dvc status` calls changed."""
+    return set(json.loads(_dvc(root, env, "status", "--json") or "{}"))
+
+
+@pytest.mark.parametrize(
+    "module", ["src/scratchlab/data/idx.py", "src/scratchlab/evaluation.py",
+               "src/scratchlab/trainer.py"],
+)
+def test_a_code_edit_marks_exactly_the_stages_that_run_it(project, module: str) -> None:
+    root, env, _ = project
+    path = root / module
+    original = path.read_text()
+    runs_it = {stage for stage, entry in stage_entries(root / "dvc.yaml").items()
+               if Path(module) in closure(entry)}
+    assert runs_it and runs_it != set(stage_entries(root / "dvc.yaml"))
+    try:
+        path.write_text(original + "\n# an edit DVC must notice\n")
+        assert _status(root, env) == runs_it
+    finally:
+        path.write_text(original)
+    assert _status(root, env) == set()
+
+
+def test_only_params_that_change_outputs_rerun_stages(project) -> None:
+    root, env, _ = project
+    params = root / "params.yaml"
+    original = params.read_text()
+    try:
+        params.write_text(original.replace("progress: true", "progress: false"))
+        assert _status(root, env) == set()  # a progress bar retrains nothing
+        params.write_text(original.replace("lr: 0.3", "lr: 0.2"))
+        assert _status(root, env) == {"train", "evaluate"}
+    finally:
+        params.write_text(original)
+
+
 def test_same_seed_gives_identical_weights_and_metrics(project) -> None:
     root, env, _ = project
     weights = _sha(root / "models" / "model.npz")
@@ -97,3 +152,23 @@ def test_exp_run_with_a_new_lr_reruns_only_train_and_evaluate(project) -> None:
     lrs = {r.data.params["optimizer.lr"] for r in client.search_runs(
         [client.get_experiment_by_name("scratchlab").experiment_id])}
     assert "0.05" in lrs
+
+
+def _metrics(entry: dict) -> dict:
+    return entry["data"]["metrics"]["reports/metrics.json"]["data"]
+
+
+def test_exp_show_and_metrics_diff_show_every_experiments_metrics(project) -> None:
+    """main, a `dvc exp run -S` experiment and a queued one all have their test metrics."""
+    root, env, _ = project
+    _dvc(root, env, "exp", "run", "--queue", "-S", "optimizer.lr=0.1", "-S", "train.epochs=3")
+    _dvc(root, env, "exp", "run", "--run-all")
+    shown = json.loads(_dvc(root, env, "exp", "show", "--json"))
+    baseline = next(entry for entry in shown if entry.get("name") in ("main", "master"))
+    assert _metrics(baseline)["test_accuracy"] >= 0.95
+    experiments = {rev["data"]["params"]["params.yaml"]["data"]["optimizer"]["lr"]:
+                   _metrics(rev) for exp in baseline["experiments"] for rev in exp["revs"]}
+    assert {0.05, 0.1} <= set(experiments)
+    assert all(0.5 < m["test_accuracy"] < 1 and m["test_loss"] > 0 for m in experiments.values())
+    diff = json.loads(_dvc(root, env, "metrics", "diff", "--json"))["reports/metrics.json"]
+    assert diff["test_accuracy"]["old"] == _metrics(baseline)["test_accuracy"]
