@@ -1,11 +1,20 @@
-"""Shared fixtures: real stores in temp dirs, the real MNIST files when ../shared has them."""
+"""Shared helpers and fixtures: real stores in temp dirs, free loopback ports, the real data
+files when ../shared has them, project copies for DVC, and the test tiers.
+
+Tiers: a test that starts a process of ours (Python, dvc, mlflow, scratchlab) is marked
+``slow``, one that starts a server ``server``; ``pytest -m "not slow and not server"`` is the
+fast in-process tier. An unmarked test that starts such a process fails, so the tiers stay
+honest.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +23,36 @@ from hypothesis import settings
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SCRATCHLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 SHARED_MNIST = SHARED_DATA / "mnist"
+SHARED_FASHION = SHARED_DATA / "fashion-mnist"
+OUR_PROGRAMS = {"python", "python3", "dvc", "mlflow", "scratchlab"}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on at 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def _tiers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail an unmarked (fast-tier) test the moment it starts one of our programs."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("server"):
+        yield
+        return
+    real_init = subprocess.Popen.__init__
+
+    def guarded(self, args, *rest, **kwargs):
+        program = Path(str(args[0] if isinstance(args, list | tuple) else args).split()[0]).name
+        if program in OUR_PROGRAMS or program == Path(sys.executable).name:
+            raise AssertionError(
+                f"{request.node.nodeid} starts `{program}`: mark it @pytest.mark.slow "
+                "(or server), the fast tier runs in-process"
+            )
+        real_init(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
+    yield
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "scratchlab tests",
     "GIT_AUTHOR_EMAIL": "tests@scratchlab.invalid",

@@ -5,7 +5,6 @@ import hashlib
 import http.server
 import json
 import logging
-import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from conftest import SHARED_MNIST
 from scratchlab.data.base import RawDataset
 from scratchlab.data.catalog import DATASETS
 from scratchlab.data.download import MIRROR_ENV, file_digest
@@ -26,14 +26,7 @@ from scratchlab.errors import ConfigError, DataError
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 
 
-def shared_mnist_dir() -> Path:
-    """The shared real-data folder next to the repo, or $SCRATCHLAB_SHARED_DATA/mnist."""
-    base = os.environ.get("SCRATCHLAB_SHARED_DATA")
-    root = Path(base) if base else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return root / "mnist"
-
-
-MNIST = shared_mnist_dir()
+MNIST = SHARED_MNIST
 
 
 @pytest.fixture(autouse=True)

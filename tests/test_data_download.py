@@ -4,7 +4,6 @@ import functools
 import gzip
 import hashlib
 import http.server
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_MNIST
 from scratchlab.data.download import MIRROR_ENV, Checksums, content_digest, fetch_file, file_digest
 from scratchlab.errors import DataError
 
@@ -22,14 +22,7 @@ WRONG_MD5 = "0" * 32
 BY_MD5 = Checksums(md5=MD5)
 
 
-def shared_mnist_dir() -> Path:
-    """The shared real-data folder next to the repo, or $SCRATCHLAB_SHARED_DATA/mnist."""
-    base = os.environ.get("SCRATCHLAB_SHARED_DATA")
-    root = Path(base) if base else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return root / "mnist"
-
-
-MNIST = shared_mnist_dir()
+MNIST = SHARED_MNIST
 MNIST_MD5 = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",

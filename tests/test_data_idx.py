@@ -1,25 +1,17 @@
 """IDX reading/writing: round trips, every malformation, and the real MNIST t10k files."""
 
 import gzip
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import SHARED_MNIST
 from scratchlab.data.idx import read_idx, read_idx_pair, write_idx
 from scratchlab.errors import DataError
 
-
-def shared_mnist_dir() -> Path:
-    """The shared real-data folder next to the repo, or $SCRATCHLAB_SHARED_DATA/mnist."""
-    base = os.environ.get("SCRATCHLAB_SHARED_DATA")
-    root = Path(base) if base else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return root / "mnist"
-
-
-MNIST = shared_mnist_dir()
+MNIST = SHARED_MNIST
 needs_mnist = pytest.mark.skipif(
     not (MNIST / "t10k-images-idx3-ubyte.gz").is_file(), reason=f"no real MNIST files in {MNIST}"
 )

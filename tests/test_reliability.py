@@ -25,6 +25,9 @@ from scratchlab.config import write_params
 from scratchlab.data.ex3d1 import write_ex3d1
 from scratchlab.data.idx import write_idx
 
+# every case here runs the product as a user does: real processes
+pytestmark = pytest.mark.slow
+
 CLOSED_PORT_URL = "http://127.0.0.1:9"  # the discard port: nothing listens on loopback
 
 

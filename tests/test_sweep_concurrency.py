@@ -6,9 +6,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 from mlflow import MlflowClient
 
 from test_sweep_support import env_for
+
+pytestmark = pytest.mark.slow
 
 WRITERS = 8
 EPOCHS = 30

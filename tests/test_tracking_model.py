@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +19,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 
-mlflow = pytest.importorskip("mlflow")
-
-from scratchlab.nn.layers import BatchNorm  # noqa: E402
-from scratchlab.nn.network import (  # noqa: E402
+from conftest import free_port
+from scratchlab.nn.layers import BatchNorm
+from scratchlab.nn.network import (
     ACTIVATIONS,
     DTYPES,
     LOSSES,
@@ -35,9 +34,9 @@ from scratchlab.nn.network import (  # noqa: E402
     NetworkSpec,
     build_network,
 )
-from scratchlab.nn.persistence import save_network  # noqa: E402
-from scratchlab.tracking import pyfunc_model  # noqa: E402
-from scratchlab.tracking.model import log_pyfunc_model  # noqa: E402
+from scratchlab.nn.persistence import save_network
+from scratchlab.tracking import pyfunc_model
+from scratchlab.tracking.model import log_pyfunc_model
 
 # one xdist worker runs this whole module, so its module-scoped fixtures are built once
 pytestmark = pytest.mark.xdist_group("test_tracking_model")
@@ -286,12 +285,6 @@ def test_mlflow_models_predict_without_scratchlab(logged, bare_venv, tmp_path):
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _post(url: str, body: str) -> list:
     request = urllib.request.Request(
         url, data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
@@ -309,7 +302,7 @@ def test_mlflow_models_serve_without_scratchlab(logged, bare_venv, tmp_path):
     ``/invocations`` with ``inputs`` and ``dataframe_split`` JSON. (Not CSV: MLflow 3's server
     cannot parse a CSV body for a model with a tensor signature, see README.)"""
     uri, run_id, net, X, _ = logged
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [str(bare_venv / "bin" / "mlflow"), "models", "serve", "-m", f"runs:/{run_id}/model",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from scratchlab.tracking.ui import base_url, runs_url
 
 SERVER_START_TIMEOUT_S = 120
@@ -26,12 +27,6 @@ def test_runs_url() -> None:
     assert base_url("0.0.0.0", 5001) == "http://127.0.0.1:5001"  # any address: loopback
     assert base_url("::1", 5001) == "http://[::1]:5001"
     assert base_url("localhost", 80) == "http://localhost:80"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -103,7 +98,7 @@ def _experiment_id(uri: str) -> str:
 
 @pytest.mark.slow
 def test_ui_binds_to_loopback_and_prints_the_runs_link(tmp_path, store, browser) -> None:
-    port = _free_port()
+    port = free_port()
     proc, lines = _run_ui(tmp_path, store, browser[0], port)
     try:
         assert _listening_addresses(port) == {"127.0.0.1"}
@@ -124,7 +119,7 @@ def test_ui_binds_to_loopback_and_prints_the_runs_link(tmp_path, store, browser)
 
 @pytest.mark.slow
 def test_ui_open_opens_the_link_in_the_browser(tmp_path, store, browser) -> None:
-    port = _free_port()
+    port = free_port()
     proc, lines = _run_ui(tmp_path, store, browser[0], port, "--open")
     try:
         link = re.search(r"http://\S+", lines[1]).group(0)

@@ -117,8 +117,8 @@ def _report_text(report: dict[str, Any], names: list[str], digits: int = 4) -> s
 
     lines += [row(name, report[name]) for name in names] + [""]
     total = report["macro avg"]["support"]
-    lines.append(f"{'accuracy':>{width}s} {'':>9} {'':>9} {report['accuracy']:>9.{digits}f} "
-                 f"{total:>9}")
+    lines.append(f"{'accuracy':>{width}s} " + f" {'':>9}" * 2
+                 + f" {report['accuracy']:>9.{digits}f} {total:>9}")
     lines += [row(label, report[label]) for label in ("macro avg", "weighted avg")]
     return "\n".join(lines) + "\n"
 

@@ -1,29 +1,30 @@
-"""Figures written to reports/ and logged to MLflow (rendered headless with Agg)."""
+"""Figures written to reports/ and logged to MLflow.
+
+Built as bare ``matplotlib.figure.Figure`` objects (rendered by Agg when saved), not through
+pyplot: no global figure registry to leak into across the jobs of a sweep, no GUI backend to
+select, and pyplot's import is not paid.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from scratchlab.io import atomic_path  # noqa: E402
+from scratchlab.io import atomic_path
 
 
 def save_figure(fig: Figure, path: Path) -> None:
-    """Write a PNG atomically and release the figure."""
+    """Write a PNG atomically (no timestamp in it, so equal figures give equal bytes)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
 
 
 def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str) -> Figure:
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(labels), 0.8 + 0.5 * len(labels)))
+    fig = Figure(figsize=(1.0 + 0.55 * len(labels), 0.8 + 0.5 * len(labels)))
+    ax = fig.subplots()
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     ticks = np.arange(len(labels))
@@ -42,7 +43,8 @@ def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str) -> F
 def history_figure(history: Mapping[str, Sequence[float]], title: str) -> Figure:
     """Loss (and accuracy, if present) per epoch, train vs validation."""
     panels = [k for k in ("loss", "accuracy") if history.get(k)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, key in zip(axes[0], panels, strict=True):
         for name, style in ((key, "-"), (f"val_{key}", "--")):
             values = history.get(name) or []
@@ -56,7 +58,8 @@ def history_figure(history: Mapping[str, Sequence[float]], title: str) -> Figure
 
 
 def regression_figure(actual: np.ndarray, predicted: np.ndarray, title: str) -> Figure:
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
     ax.scatter(actual, predicted, s=8, alpha=0.6)
     lo, hi = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
     ax.plot([lo, hi], [lo, hi], "k--", linewidth=1)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from scratchlab import plots  # noqa: F401  (selects the headless Agg backend)
 from scratchlab.sweeps.summaries import RunSummary, param_value
 
 
@@ -19,7 +17,8 @@ def comparison_figure(
 ) -> Figure:
     numeric = _numeric_values(runs, keys)
     panels = 2 if numeric is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7.5 * panels, 5), squeeze=False)
+    fig = Figure(figsize=(7.5 * panels, 5))
+    axes = fig.subplots(1, panels, squeeze=False)
     _curves(axes[0][0], runs)
     if numeric is not None:
         _objective_vs_value(axes[0][1], runs, numeric, keys[0], objective)

@@ -88,11 +88,20 @@ def check_store(uri: str) -> None:
             raise TrackingError(f"{target}: MLflow store is not writable")
 
 
+_connected: dict[tuple[str, str], str] = {}
+
+
 def connect(configured_uri: str | None, experiment: str) -> str:
-    """Point MLflow at the store, check it, and return the experiment id (created if new)."""
+    """Point MLflow at the store, check it, and return the experiment id (created if new).
+
+    Done once per store and experiment in a process: the jobs of an in-process sweep share it.
+    """
     import mlflow
 
     uri = tracking_uri(configured_uri)
+    if (uri, experiment) in _connected:
+        mlflow.set_tracking_uri(uri)
+        return _connected[uri, experiment]
     check_store(uri)
     mlflow.set_tracking_uri(uri)
     # MLflow draws a download bar for every model it validates (two tiny local files): noise
@@ -100,7 +109,8 @@ def connect(configured_uri: str | None, experiment: str) -> str:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         with _store_lock(uri):
-            return _experiment_id(experiment, artifact_location(uri))
+            _connected[uri, experiment] = _experiment_id(experiment, artifact_location(uri))
+            return _connected[uri, experiment]
     except TrackingError:
         raise
     except Exception as exc:  # any MLflow/SQLAlchemy failure talking to the store
