@@ -1,6 +1,7 @@
 """fetch_dataset/load_dataset for all five datasets, manifests and config errors (no network)."""
 
 import functools
+import gzip
 import hashlib
 import http.server
 import json
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import SHARED_MNIST
+from conftest import SHARED_FASHION, SHARED_MNIST
 from scratchlab.data.base import RawDataset
 from scratchlab.data.catalog import DATASETS
 from scratchlab.data.download import MIRROR_ENV, file_digest
@@ -298,6 +299,77 @@ def test_idx_real_mnist_t10k(tmp_path: Path) -> None:
     assert data.X.shape == (10000, 28, 28) and data.X.dtype == np.uint8
     assert np.bincount(data.y).sum() == 10000 and data.class_names == [str(d) for d in range(10)]
     assert data.X_test is None and data.image_shape == (28, 28)
+
+
+# --- fashion_mnist -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fashion_copy(tmp_path: Path) -> tuple[Path, dict]:
+    """Tiny IDX files under Fashion-MNIST's names, recompressed apart from the "official" .gz
+    the config's md5s describe, and a config pinning their content."""
+    official, copy = tmp_path / "official", tmp_path / "copy"
+    rng = np.random.default_rng(1)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": (np.arange(20) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": np.arange(10, dtype=np.uint8),
+    }
+    cfg = conf("fashion_mnist", base_urls=[])
+    for name, array in arrays.items():
+        write_idx(official / name, array)
+        payload = gzip.decompress((official / name).read_bytes())
+        copy.mkdir(exist_ok=True)
+        (copy / name).write_bytes(gzip.compress(payload, compresslevel=1, mtime=7))
+        entry = next(e for e in cfg["files"].values() if e["name"] == name)
+        entry["md5"] = md5(official / name)
+        entry["content_sha256"] = hashlib.sha256(payload).hexdigest()
+    return copy, cfg
+
+
+def test_fashion_mnist_from_a_recompressed_mirror(tmp_path: Path, fashion_copy) -> None:
+    copy, cfg = fashion_copy
+    manifest = fetch_dataset({**cfg, "mirror": str(copy)}, tmp_path / "raw", progress=False)
+    assert manifest["name"] == "fashion_mnist" and len(manifest["files"]) == 4
+    data = load_dataset({**cfg, "mirror": str(copy)}, tmp_path / "raw")
+    assert data.class_names[0] == "T-shirt/top" and data.class_names[-1] == "Ankle boot"
+    assert data.X.shape == (20, 28, 28) and data.X_test.shape == (10, 28, 28)
+
+
+def test_fashion_mnist_uses_the_debian_copy_before_the_urls(
+    tmp_path: Path, fashion_copy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scratchlab.data.catalog import FashionMnist
+
+    copy, cfg = fashion_copy
+    monkeypatch.setattr(FashionMnist, "local_copies", (str(copy),))
+    cfg["base_urls"] = ["http://127.0.0.1:9/"]  # nothing listens there: the copy must do
+    assert len(fetch_dataset(cfg, tmp_path / "raw", progress=False)["files"]) == 4
+
+
+def test_fashion_mnist_neither_md5_nor_content_is_one_line(tmp_path: Path, fashion_copy) -> None:
+    copy, cfg = fashion_copy
+    write_idx(copy / "t10k-labels-idx1-ubyte.gz", np.arange(10, dtype=np.uint8)[::-1].copy())
+    with pytest.raises(DataError) as info:
+        fetch_dataset({**cfg, "mirror": str(copy)}, tmp_path / "raw", progress=False)
+    message = str(info.value)
+    assert message.startswith("t10k-labels-idx1-ubyte.gz: md5 is ") and "\n" not in message
+    assert "decompressed content sha256 is" in message and f"(from {copy}" in message
+
+
+@pytest.mark.skipif(not (SHARED_FASHION / "train-images-idx3-ubyte.gz").is_file(),
+                    reason=f"no real Fashion-MNIST files in {SHARED_FASHION}")
+def test_fashion_mnist_real_files_pass_by_content(tmp_path: Path) -> None:
+    """Debian's recompressed copies: not the official .gz bytes, the same content."""
+    cfg = conf("fashion_mnist", mirror=str(SHARED_FASHION), base_urls=[])
+    manifest = fetch_dataset(cfg, tmp_path / "raw", progress=False)
+    official = {e["name"]: e["md5"] for e in cfg["files"].values()}
+    assert all(md5(tmp_path / "raw" / name) != official[name] for name in official)
+    data = load_dataset(cfg, tmp_path / "raw")
+    assert data.X.shape == (60000, 28, 28) and data.X_test.shape == (10000, 28, 28)
+    assert np.bincount(data.y).tolist() == [6000] * 10
+    assert len(manifest["files"]) == 4
 
 
 # --- csv ----------------------------------------------------------------------------------------
