@@ -2,9 +2,8 @@
 
 from scratchlab.cli_support import run_main
 from scratchlab.config import load_params, validate
-from scratchlab.data.splits import load_splits
+from scratchlab.data.splits import load_run_id, load_splits
 from scratchlab.evaluation import record_evaluation, test_report, write_reports
-from scratchlab.io import read_json
 from scratchlab.nn.persistence import load_network
 from scratchlab.runs import RUN_FILE, resumed_run, title
 from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR, REPORTS_DIR
@@ -12,7 +11,7 @@ from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR, REPORTS_DIR
 
 def main() -> None:
     config = validate(load_params(PARAMS))
-    run_id = read_json(MODEL_DIR / RUN_FILE)["run_id"]
+    run_id = load_run_id(MODEL_DIR / RUN_FILE)
     net = load_network(MODEL_DIR / "model.npz")
     splits = load_splits(PROCESSED_DIR)
     evaluation = test_report(net, splits, title(config))

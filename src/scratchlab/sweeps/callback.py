@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra
         keys = swept_keys(hydra_cfg.overrides.task, hydra_cfg.sweeper.get("params"))
+        _check_swept(keys)
         sweep_dir = Path(hydra_cfg.sweep.dir)
         self.info = start_parent(
             config.tracking,
@@ -69,3 +71,16 @@ class MlflowSweepCallback(Callback):
     def _abandon(self) -> None:
         if self.info is not None:
             end_parent(self.info.parent_run_id, "FAILED")
+
+
+def _check_swept(keys: list[str]) -> None:
+    """An unknown swept key fails the sweep at once (exit 2), before any run or job exists."""
+    from scratchlab.cli_support import exit_code, report
+    from scratchlab.errors import ConfigError
+    from scratchlab.sweeps.keys import check_keys
+
+    try:
+        check_keys(keys)
+    except ConfigError as exc:
+        report(exc)
+        sys.exit(exit_code(exc))
