@@ -76,3 +76,17 @@ def project_env(root: Path, tracking_uri: str) -> dict[str, str]:
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.3):
+    """Poll ``condition`` until it is truthy (returned) or ``timeout_s`` passes (test fails)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)

@@ -1,10 +1,9 @@
 """Stage train: fit the configured network on data/processed; weights and run id to models/."""
 
-from scratchlab.cli_support import run_main
 from scratchlab.config import load_params, validate
 from scratchlab.data.splits import load_manifest, load_splits
 from scratchlab.runs import record_training, tracked_run
-from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR
+from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR, run_stage
 from scratchlab.tracking.recorder import EpochMetrics
 from scratchlab.trainer import preflight, train_network
 
@@ -20,4 +19,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)
