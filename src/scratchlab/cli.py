@@ -54,6 +54,16 @@ def _compare(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _reap(args: argparse.Namespace) -> None:
+    """End every RUNNING run of the store whose process is gone (README: When things go wrong)."""
+    from scratchlab.tracking.liveness import reap_store
+
+    ended = reap_store(tracking_uri(), args.stale_after)
+    for run in ended:
+        print(f"ended {run.run_id} ({run.run_name}) FAILED: {run.reason}")
+    print(f"{len(ended)} abandoned run{'s' if len(ended) != 1 else ''} ended")
+
+
 def _tune(args: argparse.Namespace) -> None:
     from scratchlab.sweeps.tune import tune
 
@@ -111,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", type=Path, default=Path("reports/compare"),
                      help="where comparison.png, runs.csv and runs.json go")
     cmp.set_defaults(func=_compare)
+
+    reap = sub.add_parser("reap", help="end the store's RUNNING runs whose process is gone")
+    reap.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
+                      help="a run on another machine is gone after this long without a "
+                      "heartbeat (default 600)")
+    reap.set_defaults(func=_reap)
 
     tune = sub.add_parser("tune", help="Optuna search, resumable by study name")
     tune.add_argument("--trials", type=int, required=True, help="trials to run now")

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from scratchlab.sweeps.overrides import swept_keys
 from scratchlab.sweeps.parent import SweepInfo, end_parent, start_parent, write_sweep_info
+from scratchlab.tracking.liveness import Heartbeat
 
 log = logging.getLogger("scratchlab")
 
@@ -28,6 +29,7 @@ class MlflowSweepCallback(Callback):
     def __init__(self, objective: str = "val_loss") -> None:
         self.objective = objective
         self.info: SweepInfo | None = None
+        self.heartbeat: Heartbeat | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra
@@ -41,6 +43,7 @@ class MlflowSweepCallback(Callback):
             tags={"sweep_dir": str(sweep_dir.resolve()), "entry_point": "hydra-multirun"},
         )
         write_sweep_info(sweep_dir, self.info)
+        self.heartbeat = Heartbeat(self.info.parent_run_id).__enter__()
         atexit.register(self._abandon)  # a crashed sweep skips on_multirun_end
         log.info("sweep %s: MLflow parent run %s", self.info.sweep_id, self.info.parent_run_id)
 
@@ -53,6 +56,7 @@ class MlflowSweepCallback(Callback):
 
         info, self.info = self.info, None
         atexit.unregister(self._abandon)
+        self._stop_heartbeat()
         out_dir = Path(config.hydra.sweep.dir) / COMPARISON_DIR
         try:
             comparison = report_parent(info.parent_run_id, out_dir, self.objective)
@@ -68,7 +72,13 @@ class MlflowSweepCallback(Callback):
             self.objective, best.metrics[self.objective] if best else None, out_dir,
         )
 
+    def _stop_heartbeat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.__exit__(None, None, None)
+            self.heartbeat = None
+
     def _abandon(self) -> None:
+        self._stop_heartbeat()
         if self.info is not None:
             end_parent(self.info.parent_run_id, "FAILED")
 

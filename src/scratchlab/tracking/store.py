@@ -88,9 +88,16 @@ def check_store(uri: str) -> None:
             raise TrackingError(f"{target}: MLflow store is not writable")
 
 
-def connect(configured_uri: str | None, experiment: str) -> str:
-    """Point MLflow at the store, check it, and return the experiment id (created if new)."""
+def connect(configured_uri: str | None, experiment: str,
+            stale_after_s: float | None = None) -> str:
+    """Point MLflow at the store, check it, and return the experiment id (created if new).
+
+    The first time a process opens a store, runs whose owner process is gone are ended
+    (``liveness.reap``; ``stale_after_s``: how long another machine's run may go without a
+    heartbeat)."""
     import mlflow
+
+    from scratchlab.tracking.liveness import STALE_AFTER_S, reap_once
 
     uri = tracking_uri(configured_uri)
     check_store(uri)
@@ -100,11 +107,13 @@ def connect(configured_uri: str | None, experiment: str) -> str:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         with _store_lock(uri):
-            return _experiment_id(experiment, artifact_location(uri))
+            experiment_id = _experiment_id(experiment, artifact_location(uri))
     except TrackingError:
         raise
     except Exception as exc:  # any MLflow/SQLAlchemy failure talking to the store
         raise TrackingError(f"{uri}: cannot use the MLflow store ({_first_line(exc)})") from exc
+    reap_once(uri, STALE_AFTER_S if stale_after_s is None else stale_after_s)
+    return experiment_id
 
 
 @contextlib.contextmanager
