@@ -64,6 +64,17 @@ def _reap(args: argparse.Namespace) -> None:
     print(f"{len(ended)} abandoned run{'s' if len(ended) != 1 else ''} ended")
 
 
+def _sync(args: argparse.Namespace) -> None:
+    """Upload what runs spooled during a tracking outage (mlruns/spool/)."""
+    from scratchlab.tracking.spool import sync
+
+    results = sync(args.spool)
+    for run_id, sent, note in results:
+        print(f"run {run_id}: {sent} operation{'s' if sent != 1 else ''} {note}")
+    print(f"{len(results)} spooled run{'s' if len(results) != 1 else ''} synced"
+          if results else "nothing to sync")
+
+
 def _tune(args: argparse.Namespace) -> None:
     from scratchlab.sweeps.tune import tune
 
@@ -127,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a run on another machine is gone after this long without a "
                       "heartbeat (default 600)")
     reap.set_defaults(func=_reap)
+
+    sync = sub.add_parser("sync", help="upload what runs spooled while the tracking server "
+                          "was unreachable")
+    sync.add_argument("--spool", type=Path, help="spool directory (default: mlruns/spool)")
+    sync.set_defaults(func=_sync)
 
     tune = sub.add_parser("tune", help="Optuna search, resumable by study name")
     tune.add_argument("--trials", type=int, required=True, help="trials to run now")

@@ -63,6 +63,8 @@ class TrackingConfig:
     experiment: str = ruled(Text(), default="scratchlab")
     run_name: str | None = ruled(Maybe(Text()), default=None)
     log_model: bool = ruled(Flag(), default=True)
+    retry_window_s: float = ruled(Number(0), default=30.0)
+    stale_after_s: float = ruled(Number(0, low_open=True), default=600.0)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,8 @@ def reap(client, stale_after_s: float = STALE_AFTER_S) -> list[Reaped]:
     """End FAILED every RUNNING run (any experiment) whose owner is gone; return them."""
     from mlflow.entities import RunTag
 
+    from scratchlab.tracking.spool import is_spooled
+
     experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
     if not experiments:
         return []
@@ -115,7 +117,7 @@ def reap(client, stale_after_s: float = STALE_AFTER_S) -> list[Reaped]:
     for run in running:
         tags = run.data.tags
         reason = gone_reason(tags, stale_after_s, now)
-        if reason is None:
+        if reason is None or is_spooled(run.info.run_id):  # its end is waiting in a spool
             continue
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         client.log_batch(run.info.run_id, tags=[

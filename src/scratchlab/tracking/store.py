@@ -101,6 +101,10 @@ def connect(configured_uri: str | None, experiment: str,
 
     uri = tracking_uri(configured_uri)
     check_store(uri)
+    if uri.startswith(("http://", "https://")):
+        from scratchlab.tracking.outbox import fail_fast_http
+
+        fail_fast_http()  # seconds, not MLflow's minutes of retries, on a dead server
     mlflow.set_tracking_uri(uri)
     # MLflow draws a download bar for every model it validates (two tiny local files): noise
     # between our own epoch bars. Users who want it back set the variable themselves.
