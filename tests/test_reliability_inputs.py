@@ -174,3 +174,17 @@ def test_a_network_too_big_for_memory_is_a_config_error(tmp_path: Path, command)
     line = _one_error(done)
     assert "model.hidden=[1000000000000]" in line and "PB" in line and "available" in line
     assert not (tmp_path / "store" / "mlflow.db").exists(), "a run was started"
+
+
+@pytest.mark.parametrize("damaged", ["target.json", "000001.json"])
+def test_damaged_spool_file_is_one_line_naming_it(tmp_path: Path, damaged: str) -> None:
+    run = tmp_path / "spool" / "0123abcd"
+    run.mkdir(parents=True)
+    (run / "target.json").write_text('{"run_id": "0123abcd", "tracking_uri": "http://127.0.0.1:9"}')
+    (run / "000001.json").write_text('{"kind": "batch", "metrics": []}')
+    (run / damaged).write_text('{"kind": "bat')
+    env = {**_env(tmp_path), "SCRATCHLAB_SPOOL": str(tmp_path / "spool")}
+    done = _run(["-m", "scratchlab.cli", "sync"], tmp_path, env)
+    assert done.returncode == 3, done.stdout + done.stderr
+    line = _one_error(done)
+    assert str(run / damaged) in line and "delete that file" in line, line
