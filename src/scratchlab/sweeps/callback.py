@@ -23,13 +23,14 @@ from scratchlab.tracking.liveness import Heartbeat
 log = logging.getLogger("scratchlab")
 
 COMPARISON_DIR = "comparison"
+# The parent's heartbeat threads, kept off the callback: launchers pickle it to their workers.
+_heartbeats: dict[str, Heartbeat] = {}
 
 
 class MlflowSweepCallback(Callback):
     def __init__(self, objective: str = "val_loss") -> None:
         self.objective = objective
         self.info: SweepInfo | None = None
-        self.heartbeat: Heartbeat | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra
@@ -43,7 +44,7 @@ class MlflowSweepCallback(Callback):
             tags={"sweep_dir": str(sweep_dir.resolve()), "entry_point": "hydra-multirun"},
         )
         write_sweep_info(sweep_dir, self.info)
-        self.heartbeat = Heartbeat(self.info.parent_run_id).__enter__()
+        _heartbeats[self.info.parent_run_id] = Heartbeat(self.info.parent_run_id).__enter__()
         atexit.register(self._abandon)  # a crashed sweep skips on_multirun_end
         log.info("sweep %s: MLflow parent run %s", self.info.sweep_id, self.info.parent_run_id)
 
@@ -56,7 +57,7 @@ class MlflowSweepCallback(Callback):
 
         info, self.info = self.info, None
         atexit.unregister(self._abandon)
-        self._stop_heartbeat()
+        _stop_heartbeat(info.parent_run_id)
         out_dir = Path(config.hydra.sweep.dir) / COMPARISON_DIR
         try:
             comparison = report_parent(info.parent_run_id, out_dir, self.objective)
@@ -72,14 +73,9 @@ class MlflowSweepCallback(Callback):
             self.objective, best.metrics[self.objective] if best else None, out_dir,
         )
 
-    def _stop_heartbeat(self) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.__exit__(None, None, None)
-            self.heartbeat = None
-
     def _abandon(self) -> None:
-        self._stop_heartbeat()
         if self.info is not None:
+            _stop_heartbeat(self.info.parent_run_id)
             end_parent(self.info.parent_run_id, "FAILED")
 
 
@@ -94,3 +90,9 @@ def _check_swept(keys: list[str]) -> None:
     except ConfigError as exc:
         report(exc)
         sys.exit(exit_code(exc))
+
+
+def _stop_heartbeat(parent_run_id: str) -> None:
+    beat = _heartbeats.pop(parent_run_id, None)
+    if beat is not None:
+        beat.__exit__(None, None, None)
