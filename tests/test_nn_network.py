@@ -150,7 +150,7 @@ def test_save_load_round_trip_and_deterministic_bytes(tmp_path):
 
 
 def test_load_errors_are_data_errors(tmp_path):
-    with pytest.raises(DataError, match="spec"):
+    with pytest.raises(DataError, match="missing.json: not found"):
         load_network(tmp_path / "missing.npz")
     net = build_network(NetworkSpec(3, 2), np.random.default_rng(0))
     save_network(net, tmp_path / "m.npz")

@@ -54,6 +54,27 @@ def _compare(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def _reap(args: argparse.Namespace) -> None:
+    """End every RUNNING run of the store whose process is gone (README: When things go wrong)."""
+    from scratchlab.tracking.liveness import reap_store
+
+    ended = reap_store(tracking_uri(), args.stale_after)
+    for run in ended:
+        print(f"ended {run.run_id} ({run.run_name}) FAILED: {run.reason}")
+    print(f"{len(ended)} abandoned run{'s' if len(ended) != 1 else ''} ended")
+
+
+def _sync(args: argparse.Namespace) -> None:
+    """Upload what runs spooled during a tracking outage (mlruns/spool/)."""
+    from scratchlab.tracking.spool import sync
+
+    results = sync(args.spool)
+    for run_id, sent, note in results:
+        print(f"run {run_id}: {sent} operation{'s' if sent != 1 else ''} {note}")
+    print(f"{len(results)} spooled run{'s' if len(results) != 1 else ''} synced"
+          if results else "nothing to sync")
+
+
 def _tune(args: argparse.Namespace) -> None:
     from scratchlab.sweeps.tune import tune
 
@@ -111,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", type=Path, default=Path("reports/compare"),
                      help="where comparison.png, runs.csv and runs.json go")
     cmp.set_defaults(func=_compare)
+
+    reap = sub.add_parser("reap", help="end the store's RUNNING runs whose process is gone")
+    reap.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
+                      help="a run on another machine is gone after this long without a "
+                      "heartbeat (default 600)")
+    reap.set_defaults(func=_reap)
+
+    sync = sub.add_parser("sync", help="upload what runs spooled while the tracking server "
+                          "was unreachable")
+    sync.add_argument("--spool", type=Path, help="spool directory (default: mlruns/spool)")
+    sync.set_defaults(func=_sync)
 
     tune = sub.add_parser("tune", help="Optuna search, resumable by study name")
     tune.add_argument("--trials", type=int, required=True, help="trials to run now")

@@ -165,6 +165,4 @@ def record_evaluation(recorder: Any, evaluation: Evaluation, files: list[Path], 
     recorder.log_metrics(evaluation.metrics)
     recorder.log_artifacts(files, "evaluation")
     if input_example is not None:
-        from scratchlab.tracking.model import log_pyfunc_model
-
-        log_pyfunc_model(net, name="model", input_example=input_example)
+        recorder.log_model(net, input_example)

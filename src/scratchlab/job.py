@@ -11,12 +11,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from scratchlab.config import Config, validate_batch_size
+from scratchlab.config import Config
 from scratchlab.data.splits import Splits
 from scratchlab.evaluation import record_evaluation, test_report, write_reports
 from scratchlab.runs import record_training, title, tracked_run
 from scratchlab.tracking.recorder import EpochMetrics
-from scratchlab.trainer import train_network
+from scratchlab.trainer import preflight, train_network
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def run_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_dir
             run_name: str | None = None, tags: Mapping[str, str] | None = None,
             parent_run_id: str | None = None) -> float:
     """Train and evaluate into one run (files in ``out_dir``); return the final val_loss."""
-    validate_batch_size(config, len(splits.train))  # before a run is started for nothing
+    preflight(config, splits)  # before a run is started for nothing
     with tracked_run(config, manifest, out_dir, run_name=run_name, tags=tags,
                      parent_run_id=parent_run_id) as recorder:
         trained = train_network(config, splits, [EpochMetrics(recorder)])

@@ -25,6 +25,7 @@ from scratchlab.data.registry import data_config
 from scratchlab.errors import ConfigError
 from scratchlab.nn.gradcheck import GradientCheck, check_gradients
 from scratchlab.nn.network import Network, NetworkSpec, build_network
+from scratchlab.resources import check_fits
 from scratchlab.rules import Choice, Number, build
 
 
@@ -85,6 +86,7 @@ def gradcheck(overrides: Sequence[str], *, samples: int = 8, input_dim: int | No
         raise ConfigError(f"--samples={samples}: must be at least 1")
     dims = _shape(config.data.name, input_dim, output_dim)
     spec = config.network_spec(*dims, dtype="float64")
+    check_fits(spec, samples, "sgd", batch_key="--samples")
     rng = np.random.default_rng(config.train.seed)
     net = build_network(spec, rng)
     X, T = _batch(config, spec, samples, rng)

@@ -48,11 +48,12 @@ def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *,
                 run_name: str | None = None, tags: Mapping[str, str] | None = None,
                 parent_run_id: str | None = None) -> Iterator[RunRecorder]:
     """A new run holding the config, the data manifest and the tags; its id in ``run.json``."""
-    experiment_id = connect(config.tracking.uri, config.tracking.experiment)
+    experiment_id = connect(config.tracking.uri, config.tracking.experiment,
+                            config.tracking.stale_after_s)
     with ended_run(experiment_id=experiment_id, run_name=run_name or config.tracking.run_name,
                    tags={**dataset_tags(config, manifest), **(tags or {})},
                    parent_run_id=parent_run_id) as run:
-        recorder = RunRecorder(run.info.run_id)
+        recorder = RunRecorder(run.info.run_id, config.tracking.retry_window_s)
         write_json_atomic(out_dir / RUN_FILE, {"run_id": recorder.run_id})
         recorder.log_params(config.plain)
         recorder.log_dict(config.plain, "config.yaml")
@@ -63,9 +64,9 @@ def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *,
 @contextlib.contextmanager
 def resumed_run(config: Config, run_id: str) -> Iterator[RunRecorder]:
     """The run training started, reopened to add evaluation, ended again however this goes."""
-    connect(config.tracking.uri, config.tracking.experiment)
+    connect(config.tracking.uri, config.tracking.experiment, config.tracking.stale_after_s)
     with ended_run(run_id=run_id):
-        yield RunRecorder(run_id)
+        yield RunRecorder(run_id, config.tracking.retry_window_s)
 
 
 def record_training(recorder: RunRecorder, config: Config, net: Network, history: History,

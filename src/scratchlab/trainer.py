@@ -19,6 +19,7 @@ from scratchlab.nn.callbacks import Callback, DivergenceGuard, EarlyStopping, Hi
 from scratchlab.nn.network import Network, NetworkSpec, build_network
 from scratchlab.nn.optimizers import make_optimizer
 from scratchlab.nn.training import fit
+from scratchlab.resources import check_fits
 
 
 @dataclass
@@ -51,9 +52,19 @@ def build_configured(config: Config, splits: Splits, dtype: str = "float32") -> 
     return build_network(spec, rng), spec, rng
 
 
+def preflight(config: Config, splits: Splits) -> None:
+    """The config checks that need the data, before any run starts or array is allocated: the
+    batch fits the training set, the network and a batch fit in memory (ConfigError)."""
+    validate_batch_size(config, len(splits.train))
+    stopping = config.train.early_stopping
+    check_fits(config.network_spec(splits.input_dim, splits.output_dim),
+               min(config.train.batch_size, len(splits.train)), config.optimizer.name,
+               keeps_best=stopping.enabled and stopping.restore_best)
+
+
 def train_network(config: Config, splits: Splits, callbacks: Sequence[Callback] = ()) -> Trained:
     """Build the configured network and fit it on ``splits.train`` (validating on ``val``)."""
-    validate_batch_size(config, len(splits.train))
+    preflight(config, splits)
     net, _, rng = build_configured(config, splits)
     optimizer = make_optimizer(config.optimizer.name, **config.optimizer.hyper)
     train = config.train

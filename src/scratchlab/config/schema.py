@@ -52,7 +52,7 @@ class TrainConfig:
     seed: int = ruled(Number(0, integer=True), default=0)
     val_fraction: float = ruled(TEST_FRACTION, default=0.1)
     early_stopping: Any = nested(EarlyStoppingConfig, default_factory=EarlyStoppingConfig)
-    divergence_factor: float = ruled(_GUARD["factor"], default=1.0)
+    divergence_factor: float = ruled(_GUARD["factor"], default=1.5)
     divergence_patience: int = ruled(_GUARD["patience"], default=3)
     progress: bool = ruled(Flag(), default=True)
 
@@ -63,6 +63,8 @@ class TrackingConfig:
     experiment: str = ruled(Text(), default="scratchlab")
     run_name: str | None = ruled(Maybe(Text()), default=None)
     log_model: bool = ruled(Flag(), default=True)
+    retry_window_s: float = ruled(Number(0), default=30.0)
+    stale_after_s: float = ruled(Number(0, low_open=True), default=600.0)
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,25 @@ def load_splits(in_dir: Path) -> Splits:
     except (AttributeError, KeyError, TypeError) as exc:
         raise DataError(f"{in_dir / 'stats.json'}: not the stats preprocess writes ({exc!r}; "
                         f"{RECOVER})") from None
+
+
+def load_manifest(in_dir: Path) -> dict[str, Any]:
+    """The raw data's manifest preprocess copied beside the splits (its sha256s tag the run)."""
+    path = in_dir / "manifest.json"
+    manifest = read_json(path)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+            for entry in files.values()):
+        raise DataError(f"{path}: expected 'files' with a sha256 each ({RECOVER})")
+    return manifest
+
+
+def load_run_id(path: Path) -> str:
+    """The MLflow run id ``run.json`` hands from the train stage to evaluate."""
+    run = read_json(path)
+    run_id = run.get("run_id") if isinstance(run, dict) else None
+    if not isinstance(run_id, str) or not run_id:
+        raise DataError(f"{path}: expected {{\"run_id\": \"...\"}} (rebuild it with "
+                        "`dvc repro`)")
+    return run_id

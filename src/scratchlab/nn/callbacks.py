@@ -2,7 +2,7 @@
 
 A callback sees every epoch's metrics and may stop training by returning a reason:
 :class:`EarlyStopping` (patience on a monitored metric, best weights restored) and
-:class:`DivergenceGuard` (a loss that stays worse than the untrained net's) are the two
+:class:`DivergenceGuard` (a loss that stays well above the untrained net's) are the two
 ``fit``'s config knows; a logger is an :class:`EpochEnd` around any function.
 """
 
@@ -119,31 +119,39 @@ class EarlyStopping(Callback):
 
 @dataclass
 class DivergenceGuard(Callback):
-    """Diverged: the epoch's training loss stays above ``factor`` times the untrained net's
-    (``history.initial_loss``) for ``patience`` epochs in a row, or until training ends.
+    """Diverged: the mean training loss of the last ``patience`` epochs is above ``factor``
+    times the untrained net's (``history.initial_loss``); checked after every epoch, and when
+    training ends over the epochs there were (a 2-epoch run that blew up is flagged too).
 
     A NaN/inf loss always stops training as diverged (``fit`` itself checks every batch); this
     guard catches the saturating blow-ups that never reach NaN (a sigmoid/softmax net pushed
-    into saturation by a huge step), while tolerating the early overshoot of momentum methods,
-    which come back below the initial loss within an epoch or two.
+    into saturation by a huge step: momentum lr=10 on digits sits at 1.3-3x the untrained loss
+    for good). A mean over a window, above 1.5x, because converging runs cross the untrained
+    loss too: a plateau at chance level sits at 1.00-1.03x it for epochs (iris, plain SGD),
+    and momentum overshoots to 1.3-1.7x for an epoch or two before converging (iris, wine, an
+    easy 3-class table); no window of 3 of those epochs averages above 1.25x.
     """
 
-    factor: float = ruled(Number(1), default=1.0)
+    factor: float = ruled(Number(1), default=1.5)
     patience: int = ruled(Number(1, integer=True), default=3)
-    wait: int = field(default=0, init=False)
+    recent: list[float] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_fields(self)
 
     def on_train_begin(self, net: Network, history: History) -> None:
-        self.wait = 0
+        self.recent = []
 
     def on_epoch_end(self, epoch, logs, net, history):
-        reference = history.initial_loss
-        worse = reference is not None and reference > 0 and logs["loss"] > self.factor * reference
-        self.wait = self.wait + 1 if worse else 0
-        return DIVERGED if self.wait >= self.patience else None
+        self.recent = [*self.recent, logs["loss"]][-self.patience:]
+        return DIVERGED if len(self.recent) == self.patience and self._worse(history) else None
 
     def on_train_end(self, net: Network, history: History) -> None:
-        if history.stop_reason is None and self.wait > 0:
+        if history.stop_reason is None and self.recent and self._worse(history):
             history.stop_reason = DIVERGED  # ended worse than it started
+
+    def _worse(self, history: History) -> bool:
+        reference = history.initial_loss
+        if reference is None or not reference > 0:
+            return False
+        return sum(self.recent) / len(self.recent) > self.factor * reference

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy
 
 from scratchlab.errors import DataError, ScratchlabError
+from scratchlab.io import RECOVER
 from scratchlab.nn.network import Network, NetworkSpec, build_network
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -76,20 +77,31 @@ def save_network(net: Network, path: str | os.PathLike) -> None:
 
 
 def load_network(path: str | os.PathLike) -> Network:
-    """The network saved at ``path``; DataError when either file is missing or corrupt."""
+    """The network saved at ``path``; a missing or damaged file is one DataError line naming it
+    and how to get it back."""
     path = Path(path)
+    spec_file = spec_path(path)
     try:
-        spec = NetworkSpec.from_dict(json.loads(spec_path(path).read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        raise DataError(f"{spec_path(path)}: cannot read the network spec ({exc})") from exc
+        spec = NetworkSpec.from_dict(json.loads(spec_file.read_text()))
+    except FileNotFoundError:
+        raise DataError(f"{spec_file}: not found ({RECOVER})") from None
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise DataError(f"{spec_file}: not a readable network spec ({_reason(exc)}; "
+                        f"{RECOVER})") from None
     net = build_network(spec, numpy.random.default_rng(0))
     try:
         with numpy.load(path, allow_pickle=False) as archive:
             state = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: cannot read the network weights ({exc})") from exc
+    except FileNotFoundError:
+        raise DataError(f"{path}: not found ({RECOVER})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: damaged network weights ({_reason(exc)}; {RECOVER})") from None
     try:
         net.load_state_dict(state)
     except DataError as exc:
-        raise DataError(f"{path}: {exc}") from exc
+        raise DataError(f"{path}: {exc} ({RECOVER})") from None
     return net
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

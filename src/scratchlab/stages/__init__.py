@@ -4,6 +4,7 @@ Paths are relative to the working directory DVC runs them in (the repo, or an ex
 temp copy of it).
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 PARAMS = Path("params.yaml")
@@ -11,3 +12,12 @@ RAW_DIR = Path("data/raw")
 PROCESSED_DIR = Path("data/processed")
 MODEL_DIR = Path("models")
 REPORTS_DIR = Path("reports")
+
+
+def run_stage(main: Callable[[], object]) -> None:
+    """Run a stage's ``main`` like any entry point, stopping it (run KILLED) if DVC dies."""
+    from scratchlab.cli_support import run_main
+    from scratchlab.lifeline import stop_with_parent
+
+    stop_with_parent()
+    run_main(main)

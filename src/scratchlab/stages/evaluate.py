@@ -1,18 +1,16 @@
 """Stage evaluate: score the test split into reports/ and the SAME MLflow run as training."""
 
-from scratchlab.cli_support import run_main
 from scratchlab.config import load_params, validate
-from scratchlab.data.splits import load_splits
+from scratchlab.data.splits import load_run_id, load_splits
 from scratchlab.evaluation import record_evaluation, test_report, write_reports
-from scratchlab.io import read_json
 from scratchlab.nn.persistence import load_network
 from scratchlab.runs import RUN_FILE, resumed_run, title
-from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR, REPORTS_DIR
+from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR, REPORTS_DIR, run_stage
 
 
 def main() -> None:
     config = validate(load_params(PARAMS))
-    run_id = read_json(MODEL_DIR / RUN_FILE)["run_id"]
+    run_id = load_run_id(MODEL_DIR / RUN_FILE)
     net = load_network(MODEL_DIR / "model.npz")
     splits = load_splits(PROCESSED_DIR)
     evaluation = test_report(net, splits, title(config))
@@ -23,4 +21,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

@@ -1,9 +1,8 @@
 """Stage fetch: download (or copy) the configured dataset's raw files into data/raw."""
 
-from scratchlab.cli_support import run_main
 from scratchlab.config import load_params, validate
 from scratchlab.data.registry import data_config, fetch_dataset
-from scratchlab.stages import PARAMS, RAW_DIR
+from scratchlab.stages import PARAMS, RAW_DIR, run_stage
 
 
 def main() -> None:
@@ -12,4 +11,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

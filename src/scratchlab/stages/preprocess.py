@@ -2,13 +2,12 @@
 
 import logging
 
-from scratchlab.cli_support import run_main
 from scratchlab.config import load_params, validate
 from scratchlab.data.preprocess import preprocess
 from scratchlab.data.registry import data_config, load_dataset
 from scratchlab.data.splits import save_splits
 from scratchlab.io import read_json, write_json_atomic
-from scratchlab.stages import PARAMS, PROCESSED_DIR, RAW_DIR
+from scratchlab.stages import PARAMS, PROCESSED_DIR, RAW_DIR, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -25,4 +24,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

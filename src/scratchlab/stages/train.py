@@ -1,24 +1,22 @@
 """Stage train: fit the configured network on data/processed; weights and run id to models/."""
 
-from scratchlab.cli_support import run_main
-from scratchlab.config import load_params, validate, validate_batch_size
-from scratchlab.data.splits import load_splits
-from scratchlab.io import read_json
+from scratchlab.config import load_params, validate
+from scratchlab.data.splits import load_manifest, load_splits
 from scratchlab.runs import record_training, tracked_run
-from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR
+from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR, run_stage
 from scratchlab.tracking.recorder import EpochMetrics
-from scratchlab.trainer import train_network
+from scratchlab.trainer import preflight, train_network
 
 
 def main() -> None:
     config = validate(load_params(PARAMS))
     splits = load_splits(PROCESSED_DIR)
-    manifest = read_json(PROCESSED_DIR / "manifest.json")
-    validate_batch_size(config, len(splits.train))  # before a run is started for nothing
+    manifest = load_manifest(PROCESSED_DIR)
+    preflight(config, splits)  # before a run is started for nothing
     with tracked_run(config, manifest, MODEL_DIR, tags={"entry_point": "dvc"}) as recorder:
         trained = train_network(config, splits, [EpochMetrics(recorder)])
         record_training(recorder, config, trained.net, trained.history, MODEL_DIR)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_stage(main)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,13 @@ from omegaconf import DictConfig
 
 from scratchlab.sweeps.overrides import swept_keys
 from scratchlab.sweeps.parent import SweepInfo, end_parent, start_parent, write_sweep_info
+from scratchlab.tracking.liveness import Heartbeat
 
 log = logging.getLogger("scratchlab")
 
 COMPARISON_DIR = "comparison"
+# The parent's heartbeat threads, kept off the callback: launchers pickle it to their workers.
+_heartbeats: dict[str, Heartbeat] = {}
 
 
 class MlflowSweepCallback(Callback):
@@ -31,6 +35,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra
         keys = swept_keys(hydra_cfg.overrides.task, hydra_cfg.sweeper.get("params"))
+        _check_swept(keys)
         sweep_dir = Path(hydra_cfg.sweep.dir)
         self.info = start_parent(
             config.tracking,
@@ -39,6 +44,7 @@ class MlflowSweepCallback(Callback):
             tags={"sweep_dir": str(sweep_dir.resolve()), "entry_point": "hydra-multirun"},
         )
         write_sweep_info(sweep_dir, self.info)
+        _heartbeats[self.info.parent_run_id] = Heartbeat(self.info.parent_run_id).__enter__()
         atexit.register(self._abandon)  # a crashed sweep skips on_multirun_end
         log.info("sweep %s: MLflow parent run %s", self.info.sweep_id, self.info.parent_run_id)
 
@@ -51,6 +57,7 @@ class MlflowSweepCallback(Callback):
 
         info, self.info = self.info, None
         atexit.unregister(self._abandon)
+        _stop_heartbeat(info.parent_run_id)
         out_dir = Path(config.hydra.sweep.dir) / COMPARISON_DIR
         try:
             comparison = report_parent(info.parent_run_id, out_dir, self.objective)
@@ -68,4 +75,24 @@ class MlflowSweepCallback(Callback):
 
     def _abandon(self) -> None:
         if self.info is not None:
+            _stop_heartbeat(self.info.parent_run_id)
             end_parent(self.info.parent_run_id, "FAILED")
+
+
+def _check_swept(keys: list[str]) -> None:
+    """An unknown swept key fails the sweep at once (exit 2), before any run or job exists."""
+    from scratchlab.cli_support import exit_code, report
+    from scratchlab.errors import ConfigError
+    from scratchlab.sweeps.keys import check_keys
+
+    try:
+        check_keys(keys)
+    except ConfigError as exc:
+        report(exc)
+        sys.exit(exit_code(exc))
+
+
+def _stop_heartbeat(parent_run_id: str) -> None:
+    beat = _heartbeats.pop(parent_run_id, None)
+    if beat is not None:
+        beat.__exit__(None, None, None)

@@ -16,6 +16,7 @@ from typing import Any
 from scratchlab.errors import TrackingError
 from scratchlab.io import write_json_atomic
 from scratchlab.paths import git_commit
+from scratchlab.tracking.liveness import owner_tags
 from scratchlab.tracking.retry import with_retry
 from scratchlab.tracking.store import connect
 
@@ -50,6 +51,7 @@ def start_parent(
         TAG_KEYS: ",".join(swept),
         "git_commit": git_commit(),
         **tags,
+        **owner_tags(),  # ended by the reaper if the sweep's process dies unseen
     }
     client = MlflowClient()
     run = with_retry(

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from scratchlab.config import conf_dir
 from scratchlab.errors import ConfigError
+from scratchlab.sweeps.keys import check_keys
 
 KINDS = ("float", "int", "categorical")
 
@@ -27,6 +28,7 @@ def load_space(path: Path) -> dict[str, dict[str, Any]]:
     params = raw.get("params") if isinstance(raw, Mapping) else None
     if not isinstance(params, Mapping) or not params:
         raise ConfigError(f"{path}: expected a non-empty 'params' mapping")
+    check_keys(params, f"{path}: params.")
     for key, spec in params.items():
         kind = spec.get("type") if isinstance(spec, Mapping) else None
         if kind not in KINDS:

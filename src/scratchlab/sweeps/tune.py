@@ -16,6 +16,7 @@ from pathlib import Path
 
 import optuna
 from mlflow import MlflowClient
+from mlflow.entities import RunTag
 
 from scratchlab.config import compose, validate
 from scratchlab.data.registry import data_config
@@ -24,6 +25,7 @@ from scratchlab.paths import project_root
 from scratchlab.sweeps.parent import SweepInfo, child_tags, end_parent, start_parent
 from scratchlab.sweeps.report import parent_status, report_parent
 from scratchlab.sweeps.space import default_space_path, load_space, suggest
+from scratchlab.tracking.liveness import Heartbeat, owner_tags
 from scratchlab.tracking.retry import with_retry
 from scratchlab.tracking.store import connect, sqlite_path, tracking_uri
 
@@ -84,7 +86,8 @@ def tune(
 
     status = "KILLED"
     try:
-        study.optimize(objective, n_trials=trials, catch=(ScratchlabError,))
+        with Heartbeat(info.parent_run_id):
+            study.optimize(objective, n_trials=trials, catch=(ScratchlabError,))
         status = "FINISHED"
     finally:
         comparison = report_parent(info.parent_run_id, out_root / "comparison",
@@ -100,6 +103,8 @@ def _parent(study: optuna.Study, tracking, keys: list[str]) -> SweepInfo:
     run_id = study.user_attrs.get(PARENT_ATTR)
     if run_id is not None:
         run = client.get_run(run_id)
+        owner = [RunTag(k, v) for k, v in owner_tags().items()]  # this process runs it now
+        with_retry(lambda: client.log_batch(run_id, tags=owner), "own parent")
         with_retry(lambda: client.update_run(run_id, status="RUNNING"), "reopen parent")
         tags = run.data.tags
         return SweepInfo(tags["sweep_id"], run_id, run.info.experiment_id, keys)

@@ -6,16 +6,22 @@ epoch, never per batch: ~20 ms each on SQLite), so the trainer itself knows noth
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy
+import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.time import get_current_time_millis
 
 from scratchlab.nn.callbacks import Callback
+from scratchlab.nn.persistence import save_network
 from scratchlab.signals import deferred_interrupts
+from scratchlab.tracking.outbox import Outbox, outbox_of
 
 MAX_PARAM_CHARS = 6000
 
@@ -33,41 +39,77 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class RunRecorder:
-    """Params, tags, metrics, artifacts and the model of one MLflow run."""
+    """Params, tags, metrics, artifacts and the model of one MLflow run.
 
-    def __init__(self, run_id: str) -> None:
+    With an HTTP tracking server every write goes through the run's outbox
+    (``tracking.outbox``): an outage spools it, in order, instead of stopping training.
+    """
+
+    def __init__(self, run_id: str, retry_window_s: float = 30.0) -> None:
         self.run_id = run_id
         self.client = mlflow.MlflowClient()
+        uri = mlflow.get_tracking_uri()
+        self.outbox = (outbox_of(run_id) or Outbox(run_id, uri, retry_window_s)
+                       if uri.startswith(("http://", "https://")) else None)
+
+    def _send(self, op: dict[str, Any], direct: Callable[[], object],
+              files: list[Path] = ()) -> None:
+        with deferred_interrupts():
+            if self.outbox is None:
+                direct()
+            else:
+                self.outbox.send(op, direct, files)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Flattened, as MLflow stores them (strings, within its length limit)."""
         flat = [Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in flatten(params).items()]
-        with deferred_interrupts():
-            self.client.log_batch(self.run_id, params=flat, synchronous=True)
+        self._send({"kind": "batch", "params": [[p.key, p.value] for p in flat]},
+                   lambda: self.client.log_batch(self.run_id, params=flat, synchronous=True))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        with deferred_interrupts():
-            self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()],
-                                  synchronous=True)
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        self._send({"kind": "batch", "tags": [[t.key, t.value] for t in batch]},
+                   lambda: self.client.log_batch(self.run_id, tags=batch, synchronous=True))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
         now = get_current_time_millis()
         batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        with deferred_interrupts():
-            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+        self._send({"kind": "batch", "metrics": [[m.key, m.value, now, step] for m in batch]},
+                   lambda: self.client.log_batch(self.run_id, metrics=batch, synchronous=True))
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
         for path in paths:
-            with deferred_interrupts():
-                self.client.log_artifact(self.run_id, str(path), artifact_path)
+            self._send({"kind": "artifact", "path": artifact_path},
+                       lambda p=path: self.client.log_artifact(self.run_id, str(p),
+                                                               artifact_path), [Path(path)])
 
     def log_dict(self, obj: Any, name: str) -> None:
-        with deferred_interrupts():
-            self.client.log_dict(self.run_id, obj, name)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(name).name
+            text = (yaml.safe_dump(obj, default_flow_style=False)
+                    if local.suffix in (".yaml", ".yml") else json.dumps(obj, indent=2))
+            local.write_text(text)
+            self.log_artifacts([local], str(Path(name).parent) if "/" in name else None)
 
     def log_figure(self, figure: Any, name: str) -> None:
-        with deferred_interrupts():
-            self.client.log_figure(self.run_id, figure, name)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(name).name
+            figure.savefig(local)
+            self.log_artifacts([local], str(Path(name).parent) if "/" in name else None)
+
+    def log_model(self, net: Any, input_example: Any) -> None:
+        """The network as the run's pyfunc model (``tracking.model``), spooled as weights."""
+        from scratchlab.tracking.model import log_pyfunc_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            files = [Path(tmp) / "network"]
+            save_network(net, files[0] / "network.npz")
+            if input_example is not None:
+                numpy.save(Path(tmp) / "example.npy", numpy.asarray(input_example))
+                files.append(Path(tmp) / "example.npy")
+            self._send({"kind": "model"},
+                       lambda: log_pyfunc_model(net, name="model", input_example=input_example),
+                       files)
 
 
 class EpochMetrics(Callback):

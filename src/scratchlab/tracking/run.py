@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import mlflow
+from mlflow.entities import RunTag
+from mlflow.utils.time import get_current_time_millis
 
+from scratchlab.errors import TrackingError
 from scratchlab.signals import deferred_interrupts, sigterm_as_interrupt
+from scratchlab.tracking.liveness import Heartbeat, owner_tags
+from scratchlab.tracking.outbox import is_outage, outbox_of
 
 log = logging.getLogger(__name__)
 
@@ -25,32 +31,86 @@ def ended_run(
     """Start (or resume ``run_id``) and end the run with the status the block earned.
 
     Ctrl-C (and SIGTERM, while the run is live) ends it KILLED, any other exception FAILED;
-    both re-raise so the process still exits non-zero.
+    both re-raise so the process still exits non-zero. A SIGKILL leaves no chance to end it:
+    the owner tags and the heartbeat let ``liveness.reap`` end it later.
     """
+    owner = owner_tags()  # who runs it, so the run can be ended if this process dies unseen
     with sigterm_as_interrupt():
-        run = mlflow.start_run(
-            run_id=run_id,
-            experiment_id=experiment_id,
-            run_name=run_name,
-            tags=dict(tags or {}),
-            parent_run_id=parent_run_id,
-        )
         try:
-            yield run
+            run = _start(run_id, experiment_id, run_name, tags, parent_run_id, owner)
+        except TrackingError:
+            raise
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            # nothing trained yet, so nothing lost: fail now, as check_store would have
+            raise TrackingError(f"{mlflow.get_tracking_uri()}: tracking server unreachable "
+                                f"while starting the run ({_short(exc)})") from exc
+        try:
+            with Heartbeat(run.info.run_id):
+                yield run
         except KeyboardInterrupt:
-            _end(run, "KILLED")
+            _end(run, "KILLED", keep_error=True)
             raise
         except BaseException:
-            _end(run, "FAILED")
+            _end(run, "FAILED", keep_error=True)
             raise
         _end(run, "FINISHED")
 
 
-def _end(run: mlflow.ActiveRun, status: str) -> None:
-    try:
+def _start(run_id, experiment_id, run_name, tags, parent_run_id, owner) -> mlflow.ActiveRun:
+    if run_id is not None:  # before it is RUNNING again, so no reaper sees the old owner
         with deferred_interrupts():
-            mlflow.end_run(status)
+            mlflow.MlflowClient().log_batch(run_id, tags=[RunTag(k, v) for k, v in owner.items()])
+    return mlflow.start_run(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags={**dict(tags or {}), **(owner if run_id is None else {})},
+        parent_run_id=parent_run_id,
+    )
+
+
+def _end(run: mlflow.ActiveRun, status: str, keep_error: bool = False) -> None:
+    """End the run ``status``. Through its outbox when it has one (HTTP stores): a status the
+    server cannot take is spooled, and TrackingError names the spool, unless another error is
+    already on its way out (``keep_error``), which then stays the one reported."""
+    run_id = run.info.run_id
+    outbox = outbox_of(run_id)
+    try:
+        if outbox is not None and outbox.backlog:
+            _forget_active_run(run_id)  # the status must reach the server after the backlog
+            outbox.finish(status, get_current_time_millis())
+        else:
+            try:
+                with deferred_interrupts():
+                    mlflow.end_run(status)
+            except Exception as exc:
+                if outbox is None or not is_outage(exc):
+                    raise
+                outbox.finish(status, get_current_time_millis())  # end_run left the stack
+            else:
+                if outbox is not None:
+                    outbox.close()
+    except TrackingError as exc:
+        if not keep_error:
+            raise
+        log.error("%s", exc)
     except Exception:  # the store went away: say so, but keep the original error visible
-        log.exception("could not mark MLflow run %s as %s", run.info.run_id, status)
+        log.exception("could not mark MLflow run %s as %s", run_id, status)
     else:
-        log.info("MLflow run %s ended %s", run.info.run_id, status)
+        log.info("MLflow run %s ended %s", run_id, status)
+
+
+def _forget_active_run(run_id: str) -> None:
+    """Pop the run off MLflow's active-run stack without telling the server (it is away)."""
+    from mlflow.tracking import fluent
+
+    stack = fluent._active_run_stack.get()
+    if stack and stack[-1].info.run_id == run_id:
+        stack.pop()
+        os.environ.pop("MLFLOW_RUN_ID", None)
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160]

@@ -91,30 +91,41 @@ def check_store(uri: str) -> None:
 _connected: dict[tuple[str, str], str] = {}
 
 
-def connect(configured_uri: str | None, experiment: str) -> str:
+def connect(configured_uri: str | None, experiment: str,
+            stale_after_s: float | None = None) -> str:
     """Point MLflow at the store, check it, and return the experiment id (created if new).
 
-    Done once per store and experiment in a process: the jobs of an in-process sweep share it.
-    """
+    Done once per store and experiment in a process (the jobs of an in-process sweep share
+    it). The first time a process opens a store, runs whose owner process is gone are ended
+    (``liveness.reap``; ``stale_after_s``: how long another machine's run may go without a
+    heartbeat)."""
     import mlflow
+
+    from scratchlab.tracking.liveness import STALE_AFTER_S, reap_once
 
     uri = tracking_uri(configured_uri)
     if (uri, experiment) in _connected:
         mlflow.set_tracking_uri(uri)
         return _connected[uri, experiment]
     check_store(uri)
+    if uri.startswith(("http://", "https://")):
+        from scratchlab.tracking.outbox import fail_fast_http
+
+        fail_fast_http()  # seconds, not MLflow's minutes of retries, on a dead server
     mlflow.set_tracking_uri(uri)
     # MLflow draws a download bar for every model it validates (two tiny local files): noise
     # between our own epoch bars. Users who want it back set the variable themselves.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         with _store_lock(uri):
-            _connected[uri, experiment] = _experiment_id(experiment, artifact_location(uri))
-            return _connected[uri, experiment]
+            experiment_id = _experiment_id(experiment, artifact_location(uri))
     except TrackingError:
         raise
     except Exception as exc:  # any MLflow/SQLAlchemy failure talking to the store
         raise TrackingError(f"{uri}: cannot use the MLflow store ({_first_line(exc)})") from exc
+    reap_once(uri, STALE_AFTER_S if stale_after_s is None else stale_after_s)
+    _connected[uri, experiment] = experiment_id
+    return experiment_id
 
 
 @contextlib.contextmanager

@@ -1,0 +1,133 @@
+"""A tracking outage never loses training or a metric: send now, or spool and send later.
+
+For an ``http(s)://`` store every write of a run goes through its :class:`Outbox`. While the
+server answers, writes go straight to it. When one fails because the server is unreachable
+(connection refused or reset, timeout, HTTP 5xx), it and every later write go to the run's
+:class:`~scratchlab.tracking.spool.Spool`, in order, and training goes on; every
+``RETRY_EVERY_S`` the outbox tries to send the spool. When the run ends it keeps trying for
+``tracking.retry_window_s``; what is still unsent then (the final status included) stays in the
+spool for ``scratchlab sync``, and the job exits 4 naming it. MLflow's own HTTP retries would
+spend minutes on a dead server; :func:`fail_fast_http` makes one attempt cost seconds.
+A SQLite store is a local file: nothing to wait for, so writes go straight to it as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from scratchlab.tracking.spool import Spool, unreachable
+
+log = logging.getLogger(__name__)
+
+RETRY_EVERY_S = 5.0
+HTTP_TIMEOUT_S = "5"  # per request; MLflow's default is 120 s, with 7 retries
+HTTP_RETRIES = "1"
+_OUTAGE_MARKERS = ("Max retries exceeded", "Connection refused", "Connection reset",
+                   "Connection aborted", "timed out", "Failed to establish", "RemoteDisconnected",
+                   "503", "502", "504")
+_open: dict[str, Outbox] = {}
+
+
+def fail_fast_http() -> None:
+    """Short HTTP timeouts and retries for MLflow, unless the user set their own."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")  # MLflow reads an int
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a line per retry
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The server did not answer (or answered 5xx): worth spooling and retrying."""
+    if isinstance(exc, ConnectionError | TimeoutError):
+        return True
+    try:
+        import requests
+
+        if isinstance(exc, requests.ConnectionError | requests.Timeout):
+            return True
+    except ImportError:  # pragma: no cover - MLflow depends on requests
+        pass
+    text = str(exc)
+    return any(marker in text for marker in _OUTAGE_MARKERS)
+
+
+def outbox_of(run_id: str) -> Outbox | None:
+    return _open.get(run_id)
+
+
+class Outbox:
+    """The writes of one run to an HTTP tracking server."""
+
+    def __init__(self, run_id: str, tracking_uri: str, retry_window_s: float) -> None:
+        import mlflow
+
+        self.spool = Spool(run_id, tracking_uri)
+        self.retry_window_s = retry_window_s
+        self.client = mlflow.MlflowClient(tracking_uri)
+        self.last_try = 0.0
+        self._lock = self.spool.locked()
+        self._lock.__enter__()  # held while this process owns the run: sync leaves it alone
+        _open[run_id] = self
+
+    @property
+    def backlog(self) -> int:
+        return len(self.spool.pending())
+
+    def send(self, op: dict[str, Any], direct: Callable[[], object],
+             files: list[Path] = ()) -> None:
+        """``direct()`` now if nothing waits before it; else (or if it fails for an outage)
+        ``op`` goes to the spool, after everything already there."""
+        if not self.backlog:
+            try:
+                direct()
+                return
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                log.warning("%s: tracking server not answering (%s); spooling to %s and "
+                            "training on", self.spool.tracking_uri, _short(exc), self.spool.dir)
+                self.last_try = time.monotonic()
+        self.spool.add(op, list(files))
+        if time.monotonic() - self.last_try >= RETRY_EVERY_S:
+            self.flush()
+
+    def flush(self) -> bool:
+        """Try to send the spool; True when it is empty."""
+        self.last_try = time.monotonic()
+        try:
+            sent = self.spool.replay(self.client)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            return False
+        if sent:
+            log.info("tracking server back: %d spooled operations of run %s uploaded", sent,
+                     self.spool.run_id)
+        return True
+
+    def finish(self, status: str, end_time: int) -> None:
+        """At the run's end: send everything within the retry window, the final status last;
+        raise TrackingError (exit 4) naming the spool if the server stays away."""
+        try:
+            deadline = time.monotonic() + self.retry_window_s
+            self.spool.add({"kind": "status", "status": status, "end_time": end_time})
+            while not self.flush():
+                if time.monotonic() >= deadline:
+                    raise unreachable(self.spool, self.retry_window_s)
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        _open.pop(self.spool.run_id, None)
+        self._lock.__exit__(None, None, None)
+        self.spool.remove_if_empty()
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:160]

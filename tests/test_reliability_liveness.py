@@ -1,0 +1,114 @@
+"""No run stays RUNNING after its process is gone (issue 10, case 1).
+
+``kill -9`` of a training process used to leave its MLflow run RUNNING forever, listed as
+such by ``scratchlab compare``. Real processes and a real SQLite store; the owner rules
+(pid reuse, another machine's stale heartbeat) in-process on the same store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from conftest import REPO, project_env, wait_for
+from scratchlab.tracking import liveness
+
+
+def _db_epochs(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT count(*) FROM metrics WHERE key='val_loss'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_kill_9_mid_training_then_the_next_command_shows_the_run_ended(tmp_path: Path) -> None:
+    db = tmp_path / "store" / "mlflow.db"
+    env = project_env(REPO, f"sqlite:///{db}")
+    train = subprocess.Popen(
+        [sys.executable, "-m", "scratchlab.train", "train.epochs=100000", "train.progress=false",
+         "tracking.log_model=false", f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _db_epochs(db) >= 2, 120, "training to log epochs")
+        alive = subprocess.run([sys.executable, "-m", "scratchlab.cli", "reap"], cwd=tmp_path,
+                               env=env, capture_output=True, text=True, timeout=120)
+        assert alive.returncode == 0 and "0 abandoned runs ended" in alive.stdout, alive.stderr
+        train.send_signal(signal.SIGKILL)  # no handler runs: the OOM killer's way
+        train.wait(timeout=30)
+    finally:
+        if train.poll() is None:
+            train.kill()
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "scratchlab.cli", "compare", "--out",
+                           str(tmp_path / "cmp")], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if "FAILED" in line or "RUNNING" in line)
+    assert "FAILED" in row, done.stdout
+    assert f"owner process {train.pid}" in done.stderr and "is not running" in done.stderr
+    assert time.monotonic() - start < 60
+    (run,) = mlflow.MlflowClient(f"sqlite:///{db}").search_runs(["1"])
+    assert run.info.status == "FAILED" and run.info.end_time is not None
+    assert run.data.tags[liveness.ENDED_BY] == "scratchlab reaper"
+    assert run.data.tags[liveness.ENDED_AT].startswith(time.strftime("%Y-"))
+    assert int(run.data.tags[liveness.HEARTBEAT]) <= run.info.end_time
+
+
+@pytest.fixture
+def client(tracking_uri: str) -> mlflow.MlflowClient:
+    return mlflow.MlflowClient(tracking_uri)
+
+
+def _running(client: mlflow.MlflowClient, tags: dict[str, str]) -> str:
+    experiment = client.get_experiment_by_name("Default").experiment_id
+    return client.create_run(experiment, tags=tags).info.run_id
+
+
+def test_owner_rules(client: mlflow.MlflowClient) -> None:
+    """Alive: this process; a foreign run with a fresh heartbeat; a run with no owner tags.
+    Gone: a dead pid; a live pid whose start time differs (reused); a stale heartbeat."""
+    me = liveness.owner_tags()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        old_ms = str(int(time.time() * 1000) - 3_600_000)
+        runs = {
+            "self": _running(client, me),
+            "foreign-fresh": _running(client, {**me, liveness.MACHINE: "elsewhere"}),
+            "untagged": _running(client, {}),
+            "dead-pid": _running(client, {**me, liveness.PID: str(dead.pid)}),
+            "reused-pid": _running(client, {**me, liveness.PID: str(sleeper.pid)}),
+            "foreign-stale": _running(client, {**me, liveness.MACHINE: "elsewhere",
+                                               liveness.HEARTBEAT: old_ms}),
+        }
+        reaped = {r.run_id: r.reason for r in liveness.reap(client, stale_after_s=600)}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    names = {name for name, run_id in runs.items() if run_id in reaped}
+    assert names == {"dead-pid", "reused-pid", "foreign-stale"}
+    assert "pid reused" in reaped[runs["reused-pid"]]
+    assert "no heartbeat" in reaped[runs["foreign-stale"]]
+    for name, run_id in runs.items():
+        assert client.get_run(run_id).info.status == ("FAILED" if name in names else "RUNNING")
+    assert liveness.reap(client) == []  # idempotent: nothing left to end
+
+
+def test_heartbeat_is_refreshed_while_the_run_lives(client: mlflow.MlflowClient) -> None:
+    run_id = _running(client, liveness.owner_tags())
+    first = int(client.get_run(run_id).data.tags[liveness.HEARTBEAT])
+    with liveness.Heartbeat(run_id, interval_s=0.2):
+        wait_for(lambda: int(client.get_run(run_id).data.tags[liveness.HEARTBEAT]) > first, 30,
+                 "a heartbeat")
+    assert os.getpid() == int(client.get_run(run_id).data.tags[liveness.PID])

@@ -1,0 +1,125 @@
+"""A tracking outage never loses training or a metric (issue 10, case 2).
+
+A real ``mlflow server`` on loopback is stopped while a job trains. Before the outbox, the job
+hung ~495 s in MLflow's HTTP retries, exited 1 with a traceback and left the run RUNNING.
+Now: (A) the server comes back within the retry window: every epoch's metric, the artifacts,
+the model and the final status arrive, each once; (B) it stays away: the job exits 4 within
+seconds naming the spool, and ``scratchlab sync`` uploads it later, twice without duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, MlflowServer, project_env, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+EPOCHS = 150
+
+
+def _job(tmp_path: Path, server: MlflowServer, name: str, *overrides: str) -> subprocess.Popen:
+    env = {**project_env(REPO, server.url), "SCRATCHLAB_SPOOL": str(tmp_path / "spool")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "scratchlab.train", f"train.epochs={EPOCHS}",
+         "train.progress=false", *overrides, f"hydra.run.dir={tmp_path / name}"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _steps(server: MlflowServer, run_id: str, key: str = "val_loss") -> list[int]:
+    history = server.rest("metrics/get-history", run_id=run_id, metric_key=key)
+    return sorted(int(m["step"]) for m in history.get("metrics", []))
+
+
+def _logged_epochs(server: MlflowServer, run_file: Path) -> int:
+    if not run_file.exists():
+        return 0
+    try:
+        return len(_steps(server, json.loads(run_file.read_text())["run_id"]))
+    except OSError:
+        return 0
+
+
+def _artifacts(server: MlflowServer, run_id: str, path: str = "") -> set[str]:
+    listing = server.rest("artifacts/list", run_id=run_id, path=path)
+    return {f["path"] for f in listing.get("files", [])}
+
+
+def _check_complete(server: MlflowServer, run_id: str) -> None:
+    assert _steps(server, run_id) == list(range(1, EPOCHS + 1))  # each epoch once
+    assert _steps(server, run_id, "loss") == list(range(1, EPOCHS + 1))
+    run = server.rest("runs/get", run_id=run_id)["run"]
+    assert run["info"]["status"] == "FINISHED"
+    assert {"history.json", "weights", "evaluation", "config.yaml"} <= _artifacts(server, run_id)
+    assert "evaluation/metrics.json" in _artifacts(server, run_id, "evaluation")
+    metrics = {m["key"] for m in run["data"]["metrics"]}
+    assert {"test_accuracy", "val_loss"} <= metrics
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["diverged"] == "false"
+
+
+def test_server_back_within_the_window_gets_everything_once(tmp_path, mlflow_server) -> None:
+    job = _job(tmp_path, mlflow_server, "a", "tracking.retry_window_s=120")
+    try:
+        wait_for(lambda: _logged_epochs(mlflow_server, tmp_path / "a" / "run.json") >= 3, 120,
+                 "3 epochs on the server")
+        mlflow_server.stop()
+        time.sleep(2)  # the job trains on meanwhile
+        assert job.poll() is None, job.stdout.read()
+        mlflow_server.start()
+        output, _ = job.communicate(timeout=300)
+    finally:
+        job.kill()
+    assert job.returncode == 0, output
+    assert "spooling to" in output and "Traceback" not in output
+    run_id = json.loads((tmp_path / "a" / "run.json").read_text())["run_id"]
+    _check_complete(mlflow_server, run_id)
+    models = mlflow_server.rest("logged-models/search", {
+        "experiment_ids": [mlflow_server.rest("runs/get", run_id=run_id)["run"]["info"][
+            "experiment_id"]]})
+    assert [m["info"]["source_run_id"] for m in models.get("models", [])] == [run_id]
+    assert not list((tmp_path / "spool").glob("*/0*.json"))
+
+
+def test_server_still_away_exits_4_naming_the_spool_then_sync(tmp_path, mlflow_server) -> None:
+    job = _job(tmp_path, mlflow_server, "b", "tracking.retry_window_s=3",
+               "tracking.log_model=false")
+    try:
+        wait_for(lambda: _logged_epochs(mlflow_server, tmp_path / "b" / "run.json") >= 3, 120,
+                 "3 epochs on the server")
+        mlflow_server.stop()
+        stopped = time.monotonic()
+        output, _ = job.communicate(timeout=300)
+        outage_s = time.monotonic() - stopped
+    finally:
+        job.kill()
+    assert job.returncode == 4, output
+    errors = [line for line in output.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and "Traceback" not in output, output
+    assert f"{mlflow_server.url}: tracking server unreachable for 3 s" in errors[0]
+    assert str(tmp_path / "spool") in errors[0] and "scratchlab sync" in errors[0]
+    assert outage_s < 60, f"{outage_s:.0f} s from the outage to the exit"
+    run_id = json.loads((tmp_path / "b" / "run.json").read_text())["run_id"]
+    assert (tmp_path / "b" / "model.npz").exists()  # the training is not lost
+
+    env = {**project_env(REPO, mlflow_server.url), "SCRATCHLAB_SPOOL": str(tmp_path / "spool")}
+    sync = [sys.executable, "-m", "scratchlab.cli", "sync"]
+    away = subprocess.run(sync, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert away.returncode == 4 and "scratchlab sync" in away.stderr, away.stderr
+    mlflow_server.start()
+    assert mlflow_server.rest("runs/get", run_id=run_id)["run"]["info"]["status"] == "RUNNING"
+    first = subprocess.run(sync, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"run {run_id}:" in first.stdout and "uploaded" in first.stdout
+    _check_complete(mlflow_server, run_id)
+    again = subprocess.run(sync, cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert again.returncode == 0 and "nothing to sync" in again.stdout, again.stdout
+    _check_complete(mlflow_server, run_id)

@@ -1,0 +1,84 @@
+"""Stopping ``dvc repro`` stops its stage (issue 10, case 3): real dvc, real signals.
+
+DVC does not forward SIGTERM to the stage process; before the stage watched its parent,
+``kill <dvc pid>`` left ``python -m scratchlab.stages.train`` training as an orphan with its
+MLflow run RUNNING. SIGINT is what Ctrl-C sends to the whole foreground process group (DVC
+itself ignores SIGINT while a stage runs, leaving it to the stage: dvc/stage/run.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import GIT_ENV, copy_repo, project_env, wait_for
+from scratchlab.config import write_params
+
+pytestmark = pytest.mark.slow
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _statuses(db: Path) -> list[str]:
+    with sqlite3.connect(db, timeout=10) as con:
+        return [s for (s,) in con.execute("SELECT status FROM runs ORDER BY start_time")]
+
+
+def _epochs(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT count(*) FROM metrics WHERE key='val_loss'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_signal_to_dvc_repro_stops_the_stage_and_ends_its_run_killed(tmp_path: Path) -> None:
+    root = copy_repo(tmp_path / "project")
+    write_params(root / "params.yaml", ["train.epochs=100000", "train.progress=false",
+                                        "tracking.log_model=false"])
+    subprocess.run(["git", "commit", "-qam", "endless training"], cwd=root, check=True,
+                   env={**os.environ, **GIT_ENV})
+    db = root / "mlruns" / "mlflow.db"
+    env = project_env(root, f"sqlite:///{db}")
+    for number, sig in enumerate((signal.SIGTERM, signal.SIGINT), start=1):
+        dvc = subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+        stage = None
+        try:
+            wait_for(lambda n=number: db.exists() and _epochs(db) >= n * 2 and
+                     len(_statuses(db)) == n, 240, "the train stage to log epochs")
+            (stage,) = _children(dvc.pid)
+            if sig == signal.SIGTERM:
+                dvc.send_signal(sig)  # to dvc alone, as `kill` or a scheduler sends it
+            else:
+                os.killpg(dvc.pid, sig)  # Ctrl-C in the terminal
+            dvc.wait(timeout=60)
+            wait_for(lambda s=stage: not _alive(s), 60, f"stage {stage} to exit after dvc")
+        finally:
+            if dvc.poll() is None:
+                os.killpg(dvc.pid, signal.SIGKILL)
+            if stage is not None and _alive(stage):
+                os.kill(stage, signal.SIGKILL)
+        assert _statuses(db)[-1] == "KILLED", (sig, _statuses(db))
+    assert not (root / "models" / "model.npz").exists()
