@@ -21,6 +21,7 @@ from scratchlab.io import write_json_atomic, write_text_atomic
 from scratchlab.nn.callbacks import History
 from scratchlab.nn.network import Network
 from scratchlab.nn.persistence import save_network
+from scratchlab.numerics import numeric_environment
 from scratchlab.paths import git_commit
 from scratchlab.tracking.recorder import RunRecorder
 from scratchlab.tracking.run import ended_run
@@ -40,7 +41,8 @@ def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
         "".join(f"{name}:{info['sha256']};" for name, info in sorted(files.items())).encode()
     ).hexdigest()
     return {"dataset": config.data.name, "dataset_sha256": digest,
-            "seed": str(config.train.seed), "git_commit": git_commit()}
+            "seed": str(config.train.seed), "git_commit": git_commit(),
+            **numeric_environment(config.train.deterministic)}
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from scratchlab.nn.callbacks import Callback, DivergenceGuard, EarlyStopping, Hi
 from scratchlab.nn.network import Network, NetworkSpec, build_network
 from scratchlab.nn.optimizers import make_optimizer
 from scratchlab.nn.training import fit
+from scratchlab.numerics import blas_threads
 from scratchlab.resources import check_fits
 
 
@@ -68,10 +69,11 @@ def train_network(config: Config, splits: Splits, callbacks: Sequence[Callback] 
     net, _, rng = build_configured(config, splits)
     optimizer = make_optimizer(config.optimizer.name, **config.optimizer.hyper)
     train = config.train
-    history = fit(
-        net, optimizer, splits.train.X, splits.train.Y,
-        epochs=train.epochs, batch_size=train.batch_size, rng=rng,
-        validation_data=(splits.val.X, splits.val.Y),
-        callbacks=[*training_callbacks(train), *callbacks], progress=train.progress,
-    )
+    with blas_threads(train.deterministic):
+        history = fit(
+            net, optimizer, splits.train.X, splits.train.Y,
+            epochs=train.epochs, batch_size=train.batch_size, rng=rng,
+            validation_data=(splits.val.X, splits.val.Y),
+            callbacks=[*training_callbacks(train), *callbacks], progress=train.progress,
+        )
     return Trained(net, history)

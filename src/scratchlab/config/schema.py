@@ -55,6 +55,8 @@ class TrainConfig:
     divergence_factor: float = ruled(_GUARD["factor"], default=1.5)
     divergence_patience: int = ruled(_GUARD["patience"], default=3)
     progress: bool = ruled(Flag(), default=True)
+    # one BLAS thread while training: the same weights on any core count (README)
+    deterministic: bool = ruled(Flag(), default=True)
 
 
 @dataclass(frozen=True, kw_only=True)
