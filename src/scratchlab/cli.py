@@ -75,6 +75,20 @@ def _sync(args: argparse.Namespace) -> None:
           if results else "nothing to sync")
 
 
+def _reproduce(args: argparse.Namespace) -> None:
+    """Print ``identical`` or the differences; differences exit 1."""
+    from scratchlab.reproduce import reproduce
+
+    result = reproduce(args.run_id)
+    where = f"run {result.run_id} (commit {result.commit[:12]})"
+    if result.identical:
+        print(f"{where}: identical (weights and {len(result.metric_diffs)} test metrics)")
+        return
+    diffs = ", ".join(f"{k} {v:.3g}" for k, v in result.metric_diffs.items())
+    raise ScratchlabError(f"{where}: differs: max |weight difference| {result.weight_diff:.3g}; "
+                          f"test metric differences: {diffs}")
+
+
 def _tune(args: argparse.Namespace) -> None:
     from scratchlab.sweeps.tune import tune
 
@@ -143,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "was unreachable")
     sync.add_argument("--spool", type=Path, help="spool directory (default: mlruns/spool)")
     sync.set_defaults(func=_sync)
+
+    repro = sub.add_parser("reproduce", help="re-run a logged run from its commit, config and "
+                           "data in a temp dir; report identical or the differences")
+    repro.add_argument("run_id", help="MLflow run id (models/run.json, the UI, scratchlab compare)")
+    repro.set_defaults(func=_reproduce)
 
     tune = sub.add_parser("tune", help="Optuna search, resumable by study name")
     tune.add_argument("--trials", type=int, required=True, help="trials to run now")

@@ -23,8 +23,12 @@ def project_root() -> Path:
     return Path.cwd().resolve()
 
 
+# What decides a run's results beyond its logged config: uncommitted edits here make it "+dirty".
+CODE_PATHS = ("src", "pyproject.toml")
+
+
 def git_commit() -> str:
-    """The checkout's commit (``+dirty`` if it has uncommitted changes), or ``unknown``."""
+    """The checkout's commit (``+dirty`` if the code has uncommitted changes), or ``unknown``."""
     root = project_root()
     try:
         sha = subprocess.run(
@@ -32,7 +36,7 @@ def git_commit() -> str:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS], cwd=root,
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
