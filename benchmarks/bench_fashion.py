@@ -22,18 +22,17 @@ The last line printed is one JSON object with every figure and a boolean per tar
 """
 
 import argparse
+import importlib.util
 import json
-import multiprocessing
 import os
-import resource
 import statistics
 import sys
 import time
-import traceback
 import warnings
 from pathlib import Path
 
 import numpy as np
+from workers import Worker
 
 D_IN, D_HIDDEN, D_OUT, LR = 784, 100, 10, 1e-3
 FILES = {
@@ -74,7 +73,9 @@ def run_scratchlab(data: dict, batch: int, epochs: int, seed: int) -> tuple[floa
     from scratchlab.nn.training import fit
 
     (X, y), (X_test, y_test) = data["train"], data["test"]
-    Y = data.setdefault("onehot", np.eye(D_OUT, dtype=np.float32)[y])
+    if "onehot" not in data:
+        data["onehot"] = np.eye(D_OUT, dtype=np.float32)[y]
+    Y = data["onehot"]
     spec = NetworkSpec(D_IN, D_OUT, (D_HIDDEN,), "relu", "softmax", "cross_entropy", init="he")
     net = build_network(spec, np.random.default_rng(seed))
     opt = make_optimizer("adam", LR, beta1=0.9, beta2=0.999, eps=1e-8)
@@ -146,27 +147,12 @@ def run_gemm(data: dict, batch: int, epochs: int, seed: int) -> tuple[float, flo
     """Best of 3 float32 ``size^3`` matmuls, in GFLOP/s (the other slot unused)."""
     size = 3000
     a = np.random.default_rng(seed).random((size, size), dtype=np.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(3))
-    return 2 * size**3 / best / 1e9, 0.0
-
-
-def _timed(f) -> float:
-    start = time.perf_counter()
-    f()
-    return time.perf_counter() - start
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _busy_seconds() -> float:
-    """CPU seconds spent busy (user, nice, system, irq, softirq) by the whole machine."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:8]]
-    return (sum(ticks[:3]) + ticks[5] + ticks[6]) / os.sysconf("SC_CLK_TCK")
+    times = []
+    for _ in range(4):  # the first one warms up
+        start = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / min(times[1:]) / 1e9, 0.0
 
 
 RUNNERS = {
@@ -178,59 +164,17 @@ RUNNERS = {
 }
 
 
-def _serve(name: str, data_dir: str, n_train, n_test, warm_batch: int, conn) -> None:
-    """Worker: load the data, warm up (imports, thread pools, caches) on a small slice, then
-    answer ``(batch, epochs, seed)`` with ``(seconds, test accuracy, ru_maxrss MB)``."""
-    try:
-        if name == "torch":
-            import torch
+def prepare(name: str, data_dir: str, n_train, n_test, warm_batch: int):
+    """In the worker: load the data, warm up (imports, thread pools, caches) on a slice."""
+    if name == "torch":
+        import torch
 
-            torch.set_num_threads(2)
-        data = {} if name == "gemm" else load(Path(data_dir), n_train, n_test)
-        run = RUNNERS[name]
-        if name != "gemm":
-            small = {key: (X[:2000], y[:2000]) for key, (X, y) in data.items()}
-            run(small, warm_batch, 1, 0)
-        conn.send("ready")
-        while (job := conn.recv()) is not None:
-            cpu = _cpu_seconds()
-            seconds, accuracy = run(data, *job)
-            rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            conn.send((seconds, accuracy, rss_mb, _cpu_seconds() - cpu))
-    except Exception:  # report, so the parent fails with the worker's traceback
-        conn.send(("error", traceback.format_exc()))
-
-
-class Worker:
-    """One contender in its own process (spawned before the parent holds any data, so its
-    ru_maxrss is its own: on Linux a spawned child's ru_maxrss starts at its parent's RSS)."""
-
-    def __init__(self, name: str, args) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.name = name
-        self.conn, child = ctx.Pipe()
-        job = (name, str(args.data), args.n_train, args.n_test, args.batches[0], child)
-        self.process = ctx.Process(target=_serve, args=job, daemon=True)
-        self.process.start()
-        self._check(self.conn.recv())
-
-    def _check(self, reply):
-        if isinstance(reply, tuple) and reply[0] == "error":
-            sys.exit(f"{self.name} worker failed:\n{reply[1]}")
-        return reply
-
-    def run(self, batch: int, epochs: int, seed: int):
-        """``(seconds, accuracy, rss_mb, others)``: ``others`` = CPU cores kept busy by other
-        processes during the run, on average (machine busy time minus the worker's own)."""
-        busy, wall = _busy_seconds(), time.perf_counter()
-        self.conn.send((batch, epochs, seed))
-        seconds, accuracy, rss_mb, cpu = self._check(self.conn.recv())
-        others = (_busy_seconds() - busy - cpu) / (time.perf_counter() - wall)
-        return seconds, accuracy, rss_mb, max(others, 0.0)
-
-    def close(self) -> None:
-        self.conn.send(None)
-        self.process.join(timeout=30)
+        torch.set_num_threads(2)
+    data = {} if name == "gemm" else load(Path(data_dir), n_train, n_test)
+    if name != "gemm":
+        small = {key: (X[:2000], y[:2000]) for key, (X, y) in data.items()}
+        RUNNERS[name](small, warm_batch, 1, 0)
+    return RUNNERS[name], data
 
 
 def parse_args(argv=None):
@@ -257,15 +201,11 @@ def main(argv=None) -> None:
         sys.exit(f"Fashion-MNIST not found: {args.data} lacks {', '.join(missing)} "
                  "(pass --data DIR or set SCRATCHLAB_SHARED_DATA)")  # fmt: skip
     names = list(CONTENDERS)
-    try:
-        import importlib.util
-
-        if importlib.util.find_spec("torch") is None:
-            raise ImportError
-    except ImportError:
+    if importlib.util.find_spec("torch") is None:
         print("torch not importable: skipped (pip install torch==2.13.0)", file=sys.stderr)
         names.remove("torch")
-    workers = {name: Worker(name, args) for name in [*names, "gemm"]}
+    setup = (str(args.data), args.n_train, args.n_test, args.batches[0])
+    workers = {name: Worker(name, prepare, (name, *setup)) for name in [*names, "gemm"]}
     runs: dict = {b: {name: [] for name in workers} for b in args.batches}
     try:
         for batch in args.batches:
@@ -291,8 +231,12 @@ def report(args, names, runs) -> None:
     data_mb = (n_train * (D_IN + D_OUT) + n_test * D_IN) * 4 / 2**20
     rss_mb = max(run[2] for b in args.batches for run in runs[b]["scratchlab"])
     out = {"epochs": args.epochs, "repeats": args.repeats, "n_train": n_train, "n_test": n_test,
-           "quick": args.quick, "peak_gemm_gflops": round(peak, 1),
-           "epoch_gflop": round(epoch_gflop, 3), "ideal_epoch_s": round(ideal, 4)}  # fmt: skip
+           "quick": args.quick, "peak_gemm_gflops": round(peak, 1), "epoch_gflop":
+           round(epoch_gflop, 3), "ideal_epoch_s": round(ideal, 4), "cpus": os.cpu_count(),
+           "others_cores_median": round(statistics.median(others), 2),
+           "others_cores_max": round(max(others), 2), "peak_rss_mb": round(rss_mb, 1),
+           "data_mb": round(data_mb, 1), "rss_vs_data": round(rss_mb / data_mb, 3),
+           "target_rss": rss_mb <= TARGETS["rss"] * data_mb}  # fmt: skip
     print(f"Fashion-MNIST {n_train} train / {n_test} test, {D_IN}-{D_HIDDEN}-{D_OUT} ReLU, Adam "
           f"lr {LR:g}, float32, {args.epochs} epochs; median of {args.repeats} runs")  # fmt: skip
     print(f"{'batch':>5}  {'contender':<17}{'epoch s':>8}{'min s':>8}{'test acc':>9}")
@@ -321,8 +265,7 @@ def report(args, names, runs) -> None:
         for key, value in ratios.items():
             out[f"{key}_b{b}"] = None if value is None else round(value, 3)
         limit = TARGETS["torch_100"] if b >= 100 else TARGETS["torch_32"]
-        met = torch_s is not None and ratios["ratio_vs_torch"] <= limit
-        out[f"target_ratio_vs_torch_b{b}"] = met
+        out[f"target_ratio_vs_torch_b{b}"] = bool(torch_s) and ratios["ratio_vs_torch"] <= limit
         out[f"target_ratio_vs_sklearn_b{b}"] = ratios["ratio_vs_sklearn"] <= TARGETS["sklearn"]
         out[f"target_ratio_vs_ideal_b{b}"] = ratios["ratio_vs_ideal"] <= TARGETS["ideal"]
         out[f"target_accuracy_b{b}"] = out[f"scratchlab_test_accuracy_b{b}"] >= MIN_ACCURACY
@@ -330,14 +273,8 @@ def report(args, names, runs) -> None:
           f"epoch {epoch_gflop:.2f} GFLOP -> ideal {ideal:.4f} s")  # fmt: skip
     print(f"peak RSS of a scratchlab training run {rss_mb:.0f} MB (ru_maxrss of its worker); "
           f"float32 data {data_mb:.0f} MB, 2x = {2 * data_mb:.0f} MB")  # fmt: skip
-    out.update({"peak_rss_mb": round(rss_mb, 1), "data_mb": round(data_mb, 1),
-                "rss_vs_data": round(rss_mb / data_mb, 3),
-                "target_rss": rss_mb <= TARGETS["rss"] * data_mb})  # fmt: skip
-    load = {"median": statistics.median(others), "max": max(others)}
-    print(f"machine load from other processes during the runs: {load['median']:.2f} cores "
-          f"median, {load['max']:.2f} max (of {os.cpu_count()})")  # fmt: skip
-    out.update({"others_cores_median": round(load["median"], 2),
-                "others_cores_max": round(load["max"], 2), "cpus": os.cpu_count()})  # fmt: skip
+    print(f"machine load from other processes during the runs: {out['others_cores_median']:.2f}"
+          f" cores median, {out['others_cores_max']:.2f} max (of {os.cpu_count()})")  # fmt: skip
     met = sorted(k for k, v in out.items() if k.startswith("target_") and v is True)
     missed = sorted(k for k, v in out.items() if k.startswith("target_") and v is not True)
     print(f"targets met: {', '.join(met) or '-'}; not met: {', '.join(missed) or '-'}")
