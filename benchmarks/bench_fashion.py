@@ -248,6 +248,8 @@ def report(args, names, runs) -> None:
             print(f"{b:>5}  {name:<17}{med:>8.3f}{min(epoch):>8.3f}{accuracy:>9.4f}")
             out[f"{name}_epoch_s_b{b}"] = round(med, 4)
             out[f"{name}_test_accuracy_b{b}"] = round(accuracy, 4)
+            out[f"{name}_epoch_s_runs_b{b}"] = [round(e, 3) for e in epoch]
+            out[f"{name}_others_cores_runs_b{b}"] = [round(run[3], 2) for run in runs[b][name]]
             if name.startswith("scratchlab"):
                 out[f"{name}_reproducible_b{b}"] = len(set(acc)) == 1
     print(f"{'batch':>5}  {'vs torch':>9}{'vs sklearn':>11}{'vs ideal':>9}{'1-thread BLAS':>14}")
