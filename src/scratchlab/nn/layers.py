@@ -12,6 +12,18 @@ import numpy
 
 from scratchlab.nn.backend import xp
 
+_ONES: dict = {}
+
+
+def ones_vector(n: int, dtype):
+    """A cached vector of ``n`` ones, never written to: sums over the short axis of small
+    matrices, written as products with it (``1^T dout``, ``y 1``), run several times faster
+    in BLAS than as reductions."""
+    ones = _ONES.get((n, dtype))
+    if ones is None:
+        ones = _ONES[(n, dtype)] = xp.ones(n, dtype=dtype)
+    return ones
+
 
 class Dense:
     """Affine map ``out = x W + b``; without ``b`` (before BatchNorm, whose shift ``beta``
@@ -46,10 +58,11 @@ class Dense:
         return out
 
     def backward(self, dout):
-        """dW = x^T dout, db = sum(dout), dx = dout W^T (``None`` when ``input_grad`` is off)."""
+        """dW = x^T dout, db = 1^T dout (the column sums), dx = dout W^T (``None`` when
+        ``input_grad`` is off)."""
         xp.matmul(self.x.T, dout, out=self.grads["W"])
         if "b" in self.grads:
-            dout.sum(axis=0, out=self.grads["b"])
+            xp.matmul(ones_vector(dout.shape[0], dout.dtype), dout, out=self.grads["b"])
         if not self.input_grad:
             return None
         return dout @ self.params["W"].T
