@@ -68,6 +68,11 @@ def classification_scores(
         "classification_report.txt": _report_text(report, names),
         "classification_report.json": report,
         "confusion_matrix.json": {"labels": names, "matrix": matrix.tolist()},
+        # long form, one row per class and score: dvc.yaml's per-class bar chart
+        "per_class.json": [
+            {"class": name, "metric": metric, "value": report[name][metric]}
+            for name in names for metric in ("precision", "recall", "f1-score")
+        ],
         # one row per test sample: the shape DVC's `confusion` plot template expects
         "confusion.json": [
             {"actual": names[t], "predicted": names[p]}
