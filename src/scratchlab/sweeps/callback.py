@@ -64,9 +64,11 @@ class MlflowSweepCallback(Callback):
         except Exception:
             end_parent(info.parent_run_id, "FAILED")
             raise
+        best = comparison.best
+        if best is not None and best.params.get("train.cv_folds", "0") not in ("0", "None"):
+            _refit(info.parent_run_id, best, Path(config.hydra.sweep.dir) / "refit")
         status = parent_status(comparison)
         end_parent(info.parent_run_id, status)
-        best = comparison.best
         log.info(
             "sweep %s ended %s: %d runs, best %s (%s=%s); comparison in %s",
             info.sweep_id, status, len(comparison.runs), best.name if best else None,
@@ -77,6 +79,17 @@ class MlflowSweepCallback(Callback):
         if self.info is not None:
             _stop_heartbeat(self.info.parent_run_id)
             end_parent(self.info.parent_run_id, "FAILED")
+
+
+def _refit(parent_run_id: str, best: Any, out_dir: Path) -> None:
+    """Refit the cross-validated best point; a failed refit is logged, the sweep stands."""
+    from scratchlab.errors import ScratchlabError
+    from scratchlab.sweeps.refit import refit_best
+
+    try:
+        refit_best(parent_run_id, best, out_dir)
+    except ScratchlabError as exc:
+        log.error("refit of %s failed: %s", best.name, exc)
 
 
 def _check_swept(keys: list[str]) -> None:

@@ -16,7 +16,7 @@ from scratchlab.sweeps.report import Comparison, compare
 from scratchlab.sweeps.summaries import children, compared_keys, summarize, varying_params
 from scratchlab.tracking.store import connect
 
-SHOWN_METRICS = ("val_loss", "val_accuracy", "test_accuracy")
+SHOWN_METRICS = ("val_loss", "val_loss_std", "val_accuracy", "val_accuracy_std", "test_accuracy")
 MAX_RUNS = 200
 
 

@@ -1,4 +1,8 @@
-"""The comparison figure: every run's loss curves overlaid, and objective vs the swept value."""
+"""The comparison figure: every run's loss curves overlaid, and objective vs the swept value.
+
+A cross-validated sweep has no per-epoch curves (each point trains once per fold); it shows
+each point's mean objective with its standard deviation over the folds as error bars.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +20,15 @@ def comparison_figure(
     runs: Sequence[RunSummary], keys: Sequence[str], objective: str, title: str
 ) -> Figure:
     numeric = _numeric_values(runs, keys)
-    panels = 2 if numeric is not None else 1
-    fig = Figure(figsize=(7.5 * panels, 5))
-    axes = fig.subplots(1, panels, squeeze=False)
-    _curves(axes[0][0], runs)
+    cv = any(f"{objective}_std" in r.metrics for r in runs)
+    draw = [] if cv else [_curves]
     if numeric is not None:
-        _objective_vs_value(axes[0][1], runs, numeric, keys[0], objective)
+        draw.append(lambda ax, runs: _objective_vs_value(ax, runs, numeric, keys[0], objective))
+    elif cv:
+        draw.append(lambda ax, runs: _objective_per_point(ax, runs, objective))
+    fig = Figure(figsize=(7.5 * len(draw), 6.5 if cv and numeric is None else 5))
+    for ax, panel in zip(fig.subplots(1, len(draw), squeeze=False)[0], draw, strict=True):
+        panel(ax, runs)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -61,8 +68,11 @@ def _objective_vs_value(
     """Final objective per swept value; diverged runs as red crosses at the top edge."""
     points = [(x, r.metrics.get(objective, math.nan), r) for x, r in zip(values, runs,
                                                                          strict=True)]
-    ok = sorted((x, y) for x, y, r in points if not r.diverged and math.isfinite(y))
-    ax.plot([x for x, _ in ok], [y for _, y in ok], "o-", label=f"final {objective}")
+    ok = sorted((x, y, r.metrics.get(f"{objective}_std", 0.0))
+                for x, y, r in points if not r.diverged and math.isfinite(y))
+    ax.errorbar([x for x, _, _ in ok], [y for _, y, _ in ok], yerr=[e for _, _, e in ok],
+                fmt="o-", capsize=4, label=f"final {objective}" + _spread(runs, objective))
+    ok = [(x, y) for x, y, _ in ok]
     top = max((y for _, y in ok), default=1.0)
     bad = [(x, y if math.isfinite(y) else top) for x, y, r in points if r.diverged]
     if bad:
@@ -74,6 +84,27 @@ def _objective_vs_value(
     ax.set_ylabel(f"final {objective}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
+
+
+def _spread(runs: Sequence[RunSummary], objective: str) -> str:
+    return " (mean ± std over folds)" if any(f"{objective}_std" in r.metrics for r in runs) else ""
+
+
+def _objective_per_point(ax: Axes, runs: Sequence[RunSummary], objective: str) -> None:
+    """One error bar per sweep point (several swept keys): mean ± std of the folds."""
+    shown = [r for r in runs
+             if not r.diverged and math.isfinite(r.metrics.get(objective, math.nan))]
+    ax.errorbar(range(len(shown)), [r.metrics[objective] for r in shown],
+                yerr=[r.metrics.get(f"{objective}_std", 0.0) for r in shown], fmt="o", capsize=4)
+    if shown:
+        best = min(range(len(shown)), key=lambda i: shown[i].metrics[objective])
+        ax.plot(best, shown[best].metrics[objective], "*", color="gold", markersize=16,
+                markeredgecolor="black", label="best (refit on all training data)")
+        ax.legend(fontsize=8)
+    ax.set_xticks(range(len(shown)), [r.name for r in shown], rotation=60, ha="right",
+                  fontsize=7)
+    ax.set_ylabel(f"{objective} (mean ± std over folds)")
+    ax.grid(alpha=0.3, axis="y")
 
 
 def _numeric_values(runs: Sequence[RunSummary], keys: Sequence[str]) -> list[float] | None:

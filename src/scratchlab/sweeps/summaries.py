@@ -10,11 +10,11 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from scratchlab.sweeps.parent import TAG_JOB, TAG_KEYS
+from scratchlab.sweeps.parent import ROLE_REFIT, TAG_JOB, TAG_KEYS, TAG_ROLE
 
 CURVES = ("loss", "val_loss")
-METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "test_loss", "test_accuracy",
-           "test_macro_f1")
+METRICS = ("loss", "val_loss", "val_loss_std", "accuracy", "val_accuracy", "val_accuracy_std",
+           "test_loss", "test_accuracy", "test_macro_f1")
 
 
 @dataclass
@@ -36,13 +36,14 @@ def parent_run(run_id: str) -> Run:
 
 
 def children(parent: Run, with_curves: bool = True) -> list[RunSummary]:
-    """The parent's child runs, in job order."""
+    """The parent's child runs (the sweep's points, not its refit), in job order."""
     runs = mlflow.search_runs(
         experiment_ids=[parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
         output_format="list",
         max_results=10_000,
     )
+    runs = [run for run in runs if run.data.tags.get(TAG_ROLE) != ROLE_REFIT]
     return sorted(summarize(runs, with_curves), key=lambda r: (r.job_num is None, r.job_num or 0))
 
 
