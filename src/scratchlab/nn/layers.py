@@ -6,11 +6,11 @@ dict of them built once stays valid for the optimizer. Outputs are fresh arrays;
 never modified, so callers may keep what they pass in or get back.
 """
 
-import math
 
 import numpy
 
 from scratchlab.nn.backend import xp
+from scratchlab.nn.functional import sigmoid, softmax
 
 _ONES: dict = {}
 
@@ -68,26 +68,31 @@ class Dense:
         return dout @ self.params["W"].T
 
 
-class Sigmoid:
-    """Logistic ``1 / (1 + exp(-x))``, computed in place on one fresh array.
-
-    The ``exp`` argument is clipped at floor(log(dtype max)) (88 for float32) so it never
-    overflows; there the result is already ~1e-38, i.e. 0 to working precision.
-    """
+class _Stateless:
+    """A layer without weights: empty ``params``/``grads``, so a network treats all alike."""
 
     def __init__(self) -> None:
         self.params: dict = {}
         self.grads: dict = {}
+
+
+class _KeepsOutput(_Stateless):
+    """An activation ``y = f(x)`` whose gradient needs only ``y``: forward keeps it."""
+
+    f = staticmethod(lambda x: x)  # the subclass's function
+    def __init__(self) -> None:
+        super().__init__()
         self.out = None
 
     def forward(self, x, train: bool = False):
-        out = xp.negative(x)
-        xp.minimum(out, math.floor(math.log(xp.finfo(x.dtype).max)), out=out)
-        xp.exp(out, out=out)
-        out += 1.0
-        xp.reciprocal(out, out=out)
-        self.out = out
-        return out
+        self.out = self.f(x)
+        return self.out
+
+
+class Sigmoid(_KeepsOutput):
+    """Logistic ``1 / (1 + exp(-x))`` (``functional.sigmoid``, overflow-safe)."""
+
+    f = staticmethod(sigmoid)
 
     def backward(self, dout):
         """d sigmoid = y (1 - y)."""
@@ -97,12 +102,11 @@ class Sigmoid:
         return dx
 
 
-class ReLU:
+class ReLU(_Stateless):
     """``max(0, x)``; the gradient passes only where the input was positive."""
 
     def __init__(self) -> None:
-        self.params: dict = {}
-        self.grads: dict = {}
+        super().__init__()
         self.mask = None
 
     def forward(self, x, train: bool = False):
@@ -113,17 +117,10 @@ class ReLU:
         return dout * self.mask
 
 
-class Tanh:
+class Tanh(_KeepsOutput):
     """Hyperbolic tangent; d tanh = 1 - y^2."""
 
-    def __init__(self) -> None:
-        self.params: dict = {}
-        self.grads: dict = {}
-        self.out = None
-
-    def forward(self, x, train: bool = False):
-        self.out = xp.tanh(x)
-        return self.out
+    f = staticmethod(lambda x: xp.tanh(x))
 
     def backward(self, dout):
         dx = xp.square(self.out)
@@ -132,12 +129,8 @@ class Tanh:
         return dx
 
 
-class Linear:
+class Linear(_Stateless):
     """Identity activation (regression outputs, linear models)."""
-
-    def __init__(self) -> None:
-        self.params: dict = {}
-        self.grads: dict = {}
 
     def forward(self, x, train: bool = False):
         return x
@@ -146,31 +139,16 @@ class Linear:
         return dout
 
 
-class Softmax:
-    """Row-wise softmax, computed on ``x - max(x)`` so ``exp`` cannot overflow."""
+class Softmax(_KeepsOutput):
+    """Row-wise softmax (``functional.softmax``: on ``x - max(x)``, so ``exp`` cannot overflow)."""
 
-    def __init__(self) -> None:
-        self.params: dict = {}
-        self.grads: dict = {}
-        self.out = None
-
-    def forward(self, x, train: bool = False):
-        self.out = softmax(x)
-        return self.out
+    f = staticmethod(softmax)
 
     def backward(self, dout):
         """Jacobian-vector product: y * (dout - <dout, y>) per row."""
         dx = dout - xp.sum(dout * self.out, axis=1, keepdims=True)
         dx *= self.out
         return dx
-
-
-def softmax(x):
-    """Numerically stable row-wise softmax of a (n, k) array."""
-    out = x - xp.max(x, axis=1, keepdims=True)
-    xp.exp(out, out=out)
-    out /= xp.sum(out, axis=1, keepdims=True)
-    return out
 
 
 class Dropout:
