@@ -47,7 +47,7 @@ def train(config: Config, splits: Splits, callbacks: Sequence[Callback] = ()) ->
 
 def evaluate(config: Config, net: Network, splits: Splits) -> Evaluation:
     """Test metrics, report files and the confusion matrix (or regression scatter)."""
-    return test_report(net, splits, title(config))
+    return test_report(net, splits, title(config), config.train.deterministic)
 
 
 def log(config: Config, trained: Trained, evaluation: Evaluation,

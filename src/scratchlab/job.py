@@ -37,7 +37,7 @@ def run_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_dir
                      parent_run_id=parent_run_id) as recorder:
         trained = train_network(config, splits, [EpochMetrics(recorder)])
         record_training(recorder, config, trained.net, trained.history, out_dir)
-        evaluation = test_report(trained.net, splits, title(config))
+        evaluation = test_report(trained.net, splits, title(config), config.train.deterministic)
         files = write_reports(evaluation, out_dir)
         example = splits.test.X[:5] if config.tracking.log_model else None
         record_evaluation(recorder, evaluation, files, trained.net, example)

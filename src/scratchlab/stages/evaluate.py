@@ -13,7 +13,7 @@ def main() -> None:
     run_id = load_run_id(MODEL_DIR / RUN_FILE)
     net = load_network(MODEL_DIR / "model.npz")
     splits = load_splits(PROCESSED_DIR)
-    evaluation = test_report(net, splits, title(config))
+    evaluation = test_report(net, splits, title(config), config.train.deterministic)
     files = write_reports(evaluation, REPORTS_DIR / "eval", REPORTS_DIR / "metrics.json")
     with resumed_run(config, run_id) as recorder:
         example = splits.test.X[:5] if config.tracking.log_model else None
