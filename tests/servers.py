@@ -209,3 +209,30 @@ def rclone_s3(directory: Path, key: str, secret: str, log: Path) -> Iterator[str
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_group(proc)
+
+
+def assert_lock_excludes_other_processes(url: str, hold_s: float = 4.0) -> None:
+    """``storage_lock(url)`` held by another process: refused within its timeout, then granted
+    once the holder lets go."""
+    import pytest
+
+    from scratchlab.errors import TrackingError
+    from scratchlab.sweeps.study import storage_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time\nfrom scratchlab.sweeps.study import storage_lock\n"
+         f"with storage_lock({url!r}, 'k'):\n    print('held', flush=True)\n"
+         f"    time.sleep({hold_s})"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        held = time.monotonic()
+        with pytest.raises(TrackingError, match="still"), storage_lock(url, "k", 0.5):
+            pass
+        assert time.monotonic() - held < hold_s - 1
+        with storage_lock(url, "k", 30):
+            assert time.monotonic() - held > hold_s - 0.5
+    finally:
+        holder.kill()
+        holder.wait()

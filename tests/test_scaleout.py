@@ -21,7 +21,13 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from servers import PG_MISSING, mlflow_server, pg_bin_dir, postgres
+from servers import (
+    PG_MISSING,
+    assert_lock_excludes_other_processes,
+    mlflow_server,
+    pg_bin_dir,
+    postgres,
+)
 from test_sweep_support import env_for, sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.xdist_group("scaleout_servers")]
@@ -192,3 +198,7 @@ def test_submitit_local_sweep_keeps_parent_children_and_divergence(servers: Serv
         "comparison/comparison.png", "comparison/runs.csv", "comparison/runs.json"}
     assert (sweep_dir / "comparison" / "comparison.png").is_file()
     assert (sweep_dir / ".submitit").is_dir()  # the jobs really went through submitit
+
+
+def test_postgres_advisory_lock_excludes_other_processes(servers: Servers) -> None:
+    assert_lock_excludes_other_processes(servers.storage)
