@@ -30,7 +30,7 @@ PG_MISSING = ("PostgreSQL server binaries (initdb, pg_ctl) not found: "
 PG_START_S = 60
 MLFLOW_START_S = 120
 RCLONE_START_S = 30
-STOP_S = 20
+STOP_S = 10
 
 
 def free_port() -> int:

@@ -9,6 +9,7 @@ of them killed with SIGKILL mid-trial, and a Hydra sweep through hydra-submitit-
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,14 +22,16 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from conftest import REPO
 from servers import (
     PG_MISSING,
+    Postgres,
     assert_lock_excludes_other_processes,
     mlflow_server,
     pg_bin_dir,
     postgres,
 )
-from test_sweep_support import env_for, sweep
+from test_sweep_support import FAST, env_for, sweep
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.xdist_group("scaleout_servers")]
 
@@ -44,6 +47,7 @@ QUIET = ("train.progress=false", "tracking.log_model=false")
 class Servers:
     tracking: str  # http://127.0.0.1:<port>, PostgreSQL behind it
     storage: str  # postgresql+psycopg2://... for Optuna
+    pg: Postgres
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +61,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory):
         backend = pg.create_database("mlflow")
         storage = pg.create_database("optuna")
         with mlflow_server(backend, root / "artifacts", root / "mlflow-server.log") as url:
-            yield Servers(url, storage)
+            yield Servers(url, storage, pg)
 
 
 def _tune(servers: Servers, out: Path, study: str, *extra: str) -> list[str]:
@@ -202,3 +206,20 @@ def test_submitit_local_sweep_keeps_parent_children_and_divergence(servers: Serv
 
 def test_postgres_advisory_lock_excludes_other_processes(servers: Servers) -> None:
     assert_lock_excludes_other_processes(servers.storage)
+
+
+def test_a_run_straight_to_postgresql_keeps_its_artifacts_in_the_project(servers: Servers,
+                                                                         tmp_path) -> None:
+    """No server: MLFLOW_TRACKING_URI names the database; artifacts go to <project>/mlruns."""
+    uri = servers.pg.create_database("direct")
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    env = {**env_for(uri), "SCRATCHLAB_ROOT": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "scratchlab.train", *FAST], cwd=tmp_path / "conf",
+                          env=env, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    client = MlflowClient(tracking_uri=uri)
+    [run] = client.search_runs([client.get_experiment_by_name("scratchlab").experiment_id])
+    assert run.info.status == "FINISHED"
+    artifacts = tmp_path / "mlruns" / "artifacts" / run.info.run_id / "artifacts"
+    assert run.info.artifact_uri == artifacts.as_uri()
+    assert (artifacts / "config.yaml").is_file()
