@@ -165,8 +165,13 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path, log: Path,
-                  workers: int = 2) -> Iterator[str]:
-    """``mlflow server`` on ``backend_uri`` proxying artifacts to ``artifacts``; its URL."""
+                  workers: int = 1) -> Iterator[str]:
+    """``mlflow server`` on ``backend_uri`` proxying artifacts to ``artifacts``; its URL.
+
+    One worker: with ``--workers`` > 1 uvicorn (0.54) leaves Nagle's algorithm on for every
+    connection (its pre-bound socket has ``proto`` 0, so asyncio skips TCP_NODELAY) and each
+    keep-alive request waits ~44 ms for the client's delayed ACK: 52 ms per MLflow call
+    instead of 7 here (uvicorn issue 3149)."""
     port = free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}

@@ -156,3 +156,30 @@ def test_two_workers_on_a_journal_file(tmp_path: Path) -> None:
     counted = [t for t in study.trials if not t.user_attrs.get("skipped")]
     assert [t.state for t in counted] == [TrialState.COMPLETE] * 4
     _one_parent_with_children(uri, "j", [t.number for t in counted])
+
+
+def test_runs_of_dead_workers_are_ended_or_marked(tracking_uri) -> None:
+    """Killed mid-trial: the RUNNING run ends FAILED. Killed after its run ended but before
+    Optuna heard the result: the FINISHED run is tagged, the trial being FAIL."""
+    from scratchlab.sweeps.study import end_orphans
+    from scratchlab.tracking.store import connect
+
+    experiment = connect(tracking_uri, "orphans")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parent = client.create_run(experiment).info.run_id
+    kids = {}
+    for job in ("0", "1", "2"):
+        kids[job] = client.create_run(
+            experiment, tags={"mlflow.parentRunId": parent, "job_num": job}).info.run_id
+    client.set_terminated(kids["1"], "FINISHED")
+    study = _study()
+    for _ in range(3):
+        study.ask()
+    study.tell(0, state=TrialState.FAIL)
+    study.tell(1, state=TrialState.FAIL)  # trial 2 is still running: its run is left alone
+    assert end_orphans(parent, experiment, study.trials) == 2
+    assert end_orphans(parent, experiment, study.trials) == 0  # once is enough
+    dead, late, alive = (client.get_run(kids[j]) for j in ("0", "1", "2"))
+    assert dead.info.status == "FAILED" and "died mid-trial" in dead.data.tags["ended_by"]
+    assert late.info.status == "FINISHED" and "trial 1" in late.data.tags["trial_failed"]
+    assert alive.info.status == "RUNNING" and "ended_by" not in alive.data.tags

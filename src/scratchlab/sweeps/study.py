@@ -59,6 +59,7 @@ RUN_NAME_ATTR = "mlflow_run_name"
 WORKER_ATTR = "worker"
 DIVERGED_ATTR = "diverged"
 ENDED_BY_TAG = "ended_by"
+TRIAL_FAILED_TAG = "trial_failed"
 
 
 def worker_id() -> str:
@@ -429,10 +430,13 @@ def log_best(parent_run_id: str, trials: Sequence[FrozenTrial], objective: str =
 
 
 def end_orphans(parent_run_id: str, experiment_id: str, trials: Sequence[FrozenTrial]) -> int:
-    """End FAILED the RUNNING child runs whose trial is over: their worker died mid-trial.
+    """Make the child runs of dead workers say so; returns how many were changed.
 
-    A live trial's run is RUNNING while its trial is; once the trial has a final state (failed
-    by the heartbeat check, say) nobody will end its run but us. Returns how many were ended.
+    - RUNNING while its trial is over (failed by the heartbeat check, say): the worker died
+      mid-trial and nobody else will end the run: ended FAILED, tag ``ended_by``.
+    - FINISHED while its trial FAILED: the worker died after the run ended but before Optuna
+      recorded the result, so the trial was failed (and maybe retried): tag ``trial_failed``,
+      so the run is not mistaken for the trial's result.
     """
     from mlflow import MlflowClient
 
@@ -440,26 +444,36 @@ def end_orphans(parent_run_id: str, experiment_id: str, trials: Sequence[FrozenT
 
     state = {t.number: t.state for t in trials}
     client = MlflowClient()
-    running = with_retry(lambda: client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' "
-                      "and attributes.status = 'RUNNING'",
-        max_results=1000), "find orphaned trial runs")
-    ended = 0
-    for run in running:
+    kids = with_retry(lambda: client.search_runs(
+        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        max_results=10_000), "find orphaned trial runs")
+    changed = 0
+    for run in kids:
         job = run.data.tags.get(TAG_JOB, "")
-        number = int(job) if job.isdigit() else None
-        if number is None or number not in state or not state[number].is_finished():
+        trial_state = state.get(int(job)) if job.isdigit() else None
+        if trial_state is None or not trial_state.is_finished():
             continue
-        reason = (f"scratchlab tune: Optuna trial {number} is {state[number].name} while this "
-                  "run was still RUNNING (its worker died mid-trial)")
-        run_id = run.info.run_id
-        with_retry(lambda r=run_id, why=reason: client.set_tag(r, ENDED_BY_TAG, why),
-                   "tag orphaned run")
-        with_retry(lambda r=run_id: client.set_terminated(r, "FAILED"), "end orphaned run")
-        log.warning("MLflow run %s of trial %d ended FAILED: its worker died", run_id, number)
-        ended += 1
-    return ended
+        run_id, number, status = run.info.run_id, int(job), run.info.status
+        if status == "RUNNING":
+            reason = (f"scratchlab tune: Optuna trial {number} is {trial_state.name} while this "
+                      "run was still RUNNING (its worker died mid-trial)")
+            with_retry(lambda r=run_id, why=reason: client.set_tag(r, ENDED_BY_TAG, why),
+                       "tag orphaned run")
+            with_retry(lambda r=run_id: client.set_terminated(r, "FAILED"), "end orphaned run")
+            log.warning("MLflow run %s of trial %d ended FAILED: its worker died", run_id,
+                        number)
+        elif (status == "FINISHED" and trial_state == TrialState.FAIL
+              and TRIAL_FAILED_TAG not in run.data.tags):
+            reason = (f"scratchlab tune: the worker died after this run ended, before Optuna "
+                      f"recorded trial {number}'s result; the trial is FAIL")
+            with_retry(lambda r=run_id, why=reason: client.set_tag(r, TRIAL_FAILED_TAG, why),
+                       "tag orphaned run")
+            log.warning("MLflow run %s finished but trial %d failed: its worker died", run_id,
+                        number)
+        else:
+            continue
+        changed += 1
+    return changed
 
 
 def _first_line(exc: BaseException) -> str:

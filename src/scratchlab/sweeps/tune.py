@@ -69,6 +69,7 @@ log = logging.getLogger("scratchlab")
 PARENT_ATTR = "mlflow_parent_run_id"
 HEARTBEAT_S = 10
 RETRIES = 1
+WAIT_POLL_S = 0.5  # an idle worker re-reads the study: cheap, and it picks up a retry at once
 
 
 @dataclass
@@ -147,7 +148,7 @@ def tune(
 
     ran = 0
     try:
-        ran = _work(study, trials, objective, worker, info, poll_s=max(1, heartbeat_s))
+        ran = _work(study, trials, objective, worker, info, poll_s=WAIT_POLL_S)
     except BaseException:
         try:
             _finish(study, info, out_root, "KILLED", url, lock_key)
