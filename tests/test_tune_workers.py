@@ -42,7 +42,7 @@ def test_budget_counts_results_running_and_queued_but_not_retried_failures() -> 
     dead.suggest_float("lr", 1e-3, 3.0, log=True)
     study.tell(dead, state=TrialState.FAIL)
     frozen_dead = study.trials[dead.number]
-    StaleTrials(retries=1)._retry(study, frozen_dead)  # what the heartbeat check does
+    StaleTrials(retries=1).retry(study, frozen_dead)  # what the heartbeat check does
     study.ask()  # running elsewhere (it takes the queued retry)
     standing = budget(study.trials)
     assert (standing.done, standing.running, standing.waiting) == (1, 1, 0)
@@ -50,7 +50,7 @@ def test_budget_counts_results_running_and_queued_but_not_retried_failures() -> 
     retry = study.trials[-1]
     assert retry.params == frozen_dead.params and retry.system_attrs["failed_trial"] == 1
     # a retry that dies too is not retried again with --retries 1: it then counts as failed
-    StaleTrials(retries=1)._retry(study, retry)
+    StaleTrials(retries=1).retry(study, retry)
     assert len(study.trials) == 3
 
 
@@ -183,3 +183,50 @@ def test_runs_of_dead_workers_are_ended_or_marked(tracking_uri) -> None:
     assert dead.info.status == "FAILED" and "died mid-trial" in dead.data.tags["ended_by"]
     assert late.info.status == "FINISHED" and "trial 1" in late.data.tags["trial_failed"]
     assert alive.info.status == "RUNNING" and "ended_by" not in alive.data.tags
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_by_sigterm_requeues_its_trial_and_the_next_one_runs_it(
+        tmp_path: Path) -> None:
+    """What a scheduler's time limit or preemption does: SIGTERM mid-trial."""
+    import signal
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    args = [sys.executable, "-m", "scratchlab.cli", "tune", "--study", "pre", "--trials", "2",
+            "--out", str(tmp_path / "out"), "train.epochs=30", "train.progress=false",
+            "tracking.log_model=false"]
+    [worker] = _start(args, tmp_path, uri, 1)
+    client = MlflowClient(tracking_uri=uri)
+    deadline = time.monotonic() + 120
+    try:
+        while not client.search_runs(  # wait until a trial's run is RUNNING
+                [e.experiment_id for e in client.search_experiments()],
+                "tags.job_num = '0' and attributes.status = 'RUNNING'"):
+            assert worker.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 130, out
+    trials = optuna.load_study(study_name="pre", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert trials[1].params == trials[0].params
+    [parent] = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  "tags.sweep_role = 'parent'")
+    assert parent.info.status == "KILLED"  # not left RUNNING
+
+    out = _finish(_start(args, tmp_path, uri, 1))[0]
+    assert "study pre: 2 trials, 1 retried (2 run by this worker)" in out
+    trials = optuna.load_study(study_name="pre", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE,
+                                         TrialState.COMPLETE]
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    kids = client.search_runs([parent.info.experiment_id],
+                              f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted((k.data.tags["job_num"], k.info.status) for k in kids) == [
+        ("0", "KILLED"), ("1", "FINISHED"), ("2", "FINISHED")]

@@ -219,11 +219,12 @@ class StaleTrials:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         log.warning("trial %d: worker %s stopped sending heartbeats; trial marked FAIL%s",
                     trial.number, trial.user_attrs.get(WORKER_ATTR, "?"),
-                    self._retry(study, trial))
+                    self.retry(study, trial))
         if self.on_failed is not None:
             self.on_failed(trial)
 
-    def _retry(self, study: optuna.Study, trial: FrozenTrial) -> str:
+    def retry(self, study: optuna.Study, trial: FrozenTrial) -> str:
+        """Queue ``trial`` again with the same parameters unless it ran out of retries."""
         history = [*trial.system_attrs.get("retry_history", []), trial.number]
         if len(history) > self.retries:
             return f" (not retried: --retries {self.retries})"

@@ -148,7 +148,7 @@ def tune(
 
     ran = 0
     try:
-        ran = _work(study, trials, objective, worker, info, poll_s=WAIT_POLL_S)
+        ran = _work(study, trials, objective, worker, info, stale, poll_s=WAIT_POLL_S)
     except BaseException:
         try:
             _finish(study, info, out_root, "KILLED", url, lock_key)
@@ -161,7 +161,7 @@ def tune(
 
 
 def _work(study: optuna.Study, total: int, objective: Callable[[optuna.Trial], float],
-          worker: str, info: SweepInfo, poll_s: float) -> int:
+          worker: str, info: SweepInfo, stale: StaleTrials, poll_s: float) -> int:
     """Take trials while the study has room; then wait for the trials still running elsewhere
     (heartbeat storages only), so that one whose worker dies is still failed and retried."""
     waits = has_heartbeat(study)
@@ -176,7 +176,7 @@ def _work(study: optuna.Study, total: int, objective: Callable[[optuna.Trial], f
             if over_budget(study.get_trials(deepcopy=False), trial.number, total):
                 skip(study, trial, total)
                 continue
-            _run_trial(study, trial, objective, worker)
+            _run_trial(study, trial, objective, worker, stale)
             ran += 1
             log_best(info.parent_run_id, study.get_trials(deepcopy=False))
             waiting_logged = False
@@ -192,8 +192,11 @@ def _work(study: optuna.Study, total: int, objective: Callable[[optuna.Trial], f
 
 
 def _run_trial(study: optuna.Study, trial: optuna.Trial,
-               objective: Callable[[optuna.Trial], float], worker: str) -> None:
-    """Run ``objective`` beside the trial's heartbeat and tell the study how it ended."""
+               objective: Callable[[optuna.Trial], float], worker: str,
+               stale: StaleTrials) -> None:
+    """Run ``objective`` beside the trial's heartbeat and tell the study how it ended. An
+    interrupted trial (Ctrl-C, or SIGTERM from a scheduler's time limit or preemption) is not
+    the parameters' fault: it is re-queued like a dead worker's, within ``--retries``."""
     trial.set_user_attr(WORKER_ATTR, worker)
     try:
         with heartbeat(study, trial):
@@ -202,8 +205,13 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial,
         log.error("trial %d failed: %s", trial.number, exc)
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         return
-    except BaseException:
+    except BaseException as exc:
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        if isinstance(exc, KeyboardInterrupt):
+            frozen = next(t for t in study.get_trials(deepcopy=False)
+                          if t.number == trial.number)
+            log.warning("trial %d interrupted; marked FAIL%s", trial.number,
+                        stale.retry(study, frozen))
         raise
     study.tell(trial, value, skip_if_finished=True)
 
@@ -227,7 +235,9 @@ def _finish(study: optuna.Study, info: SweepInfo, out_root: Path, status: str, u
     trials = study.get_trials(deepcopy=False)
     end_orphans(info.parent_run_id, info.experiment_id, trials)
     left = budget(trials)
-    if left.running or left.waiting:
+    # trials running elsewhere have workers that will end the parent; a queued retry has none
+    # yet, so an interrupted worker does not wait for it
+    if left.running or (status == "FINISHED" and left.waiting):
         log_best(info.parent_run_id, trials)
         log.info("study %s: %d trial(s) still running or queued elsewhere; their workers end "
                  "the parent run", study.study_name, left.running + left.waiting)
