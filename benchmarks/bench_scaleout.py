@@ -9,7 +9,7 @@ storage calls: every HTTP request to the tracking server (runs, metrics, artifac
 call of Optuna's RDB storage, timed inside each worker (main thread; the heartbeat thread is
 not counted). The last line is one JSON object. Target on 2 cores: speed-up >= 1.6.
 
-    .venv/bin/python benchmarks/bench_scaleout.py [--trials 16] [--epochs 20]
+    .venv/bin/python benchmarks/bench_scaleout.py [--trials 32] [--epochs 20] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def check_study(storage: str, study: str, trials: int, tracking: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3,
                         help="1-worker and 2-worker studies take turns; medians are reported")

@@ -197,6 +197,9 @@ def test_a_worker_stopped_by_sigterm_requeues_its_trial_and_the_next_one_runs_it
     args = [sys.executable, "-m", "scratchlab.cli", "tune", "--study", "pre", "--trials", "2",
             "--out", str(tmp_path / "out"), "train.epochs=30", "train.progress=false",
             "tracking.log_model=false"]
+    from scratchlab.tracking.store import connect
+
+    connect(uri, "scratchlab")  # the store exists before this test reads it beside the worker
     [worker] = _start(args, tmp_path, uri, 1)
     client = MlflowClient(tracking_uri=uri)
     deadline = time.monotonic() + 120
