@@ -9,7 +9,7 @@ storage calls: every HTTP request to the tracking server (runs, metrics, artifac
 call of Optuna's RDB storage, timed inside each worker (main thread; the heartbeat thread is
 not counted). The last line is one JSON object. Target on 2 cores: speed-up >= 1.6.
 
-    .venv/bin/python benchmarks/bench_scaleout.py [--trials 32] [--epochs 20] [--repeats 3]
+    .venv/bin/python benchmarks/bench_scaleout.py [--trials 32] [--epochs 20] [--repeats 3] [--blas-threads 1]
 """
 
 from __future__ import annotations
@@ -122,9 +122,10 @@ class Servers:
 
 
 def run_study(n_workers: int, study: str, trials: int, overrides: list[str], tracking: str,
-              storage: str, tmp: Path, servers: Servers) -> dict:
+              storage: str, tmp: Path, servers: Servers, blas_threads: int) -> dict:
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OPENBLAS_NUM_THREADS": str(blas_threads), "OMP_NUM_THREADS": str(blas_threads)}
     reports = [tmp / f"{study}-{i}.json" for i in range(n_workers)]
     argv = ["tune", "--study", study, "--trials", str(trials), "--storage", storage,
             "--out", str(tmp / study), *overrides]
@@ -195,6 +196,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3,
                         help="1-worker and 2-worker studies take turns; medians are reported")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="OPENBLAS/OMP_NUM_THREADS of every worker, in both configurations "
+                        "(one worker per core: 1)")
     args = parser.parse_args()
     from servers import mlflow_server, pg_bin_dir, postgres
 
@@ -215,14 +219,15 @@ def main() -> None:
                     for n in (1, 2):
                         study = f"bench-{n}-workers-{repeat}"
                         runs[n].append(run_study(n, study, args.trials, overrides, tracking,
-                                                 storage, tmp, servers))
+                                                 storage, tmp, servers, args.blas_threads))
                         check_study(storage, study, args.trials, tracking)
     results = [median_run(runs[n]) for n in (1, 2)]
     one, two = results
     speedup = two["trials_per_min"] / one["trials_per_min"]
     print(f"study of {args.trials} digits trials ({' '.join(overrides)}), PostgreSQL-backed "
-          f"mlflow server, PostgreSQL study storage, {os.cpu_count()} cores; median of "
-          f"{args.repeats} runs each, 1 and 2 workers taking turns")
+          f"mlflow server, PostgreSQL study storage, {os.cpu_count()} cores, "
+          f"{args.blas_threads} BLAS thread(s) per worker; median of {args.repeats} runs each, "
+          "1 and 2 workers taking turns")
     print(f"{'workers':>7} {'wall s':>7} {'trials/min':>10} {'tracking s':>10} "
           f"{'storage s':>9} {'tracking+storage share':>22} {'CPU s: workers':>14} "
           f"{'servers':>7} {'other processes':>15}")
@@ -234,6 +239,7 @@ def main() -> None:
     print(f"speed-up with 2 workers: {speedup:.2f}x (target >= {TARGET}: "
           f"{'met' if speedup >= TARGET else 'NOT met'})")
     print(json.dumps({"trials": args.trials, "epochs": args.epochs, "repeats": args.repeats,
+                      "blas_threads": args.blas_threads,
                       "median": results, "all": runs,
                       "speedup": round(speedup, 3), "speedup_target": TARGET,
                       "speedup_met": speedup >= TARGET}))
