@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the loopback servers of the tests
 
 TARGET = 1.6
+# how the tracking server runs: uvicorn (MLflow's default) with one process, since several
+# uvicorn processes leave Nagle's algorithm on (see tests/servers.py), or gunicorn's threaded
+# workers: two processes, keep-alive connections with TCP_NODELAY
+SERVERS = {
+    "uvicorn": {"workers": 1, "extra": ()},
+    "gunicorn": {"workers": 2, "extra": ("--gunicorn-opts", "--worker-class gthread --threads 4")},
+}
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -131,7 +138,8 @@ class Servers:
         self.postmaster = int(pid_file.read_text().split()[0])
 
     def cpu_s(self) -> float:
-        return cpu_of(lambda pid, ppid, cmd: f"--port {self.port}" in cmd
+        return cpu_of(lambda pid, ppid, cmd: f"--port {self.port}" in cmd  # uvicorn
+                      or f"127.0.0.1:{self.port}" in cmd  # gunicorn's master and workers
                       or self.postmaster in (pid, ppid))
 
 
@@ -213,6 +221,9 @@ def main() -> None:
     parser.add_argument("--quiet-wait", type=float, default=180,
                         help="before each run, wait up to this many seconds for the machine to "
                         "be idle (other processes' CPU is reported either way)")
+    parser.add_argument("--server", choices=sorted(SERVERS), default="uvicorn",
+                        help="uvicorn: mlflow server --workers 1; gunicorn: --workers 2 "
+                        "--gunicorn-opts '--worker-class gthread --threads 4'")
     parser.add_argument("--blas-threads", type=int, default=1,
                         help="OPENBLAS/OMP_NUM_THREADS of every worker, in both configurations "
                         "(one worker per core: 1)")
@@ -229,7 +240,9 @@ def main() -> None:
         (tmp / "artifacts").mkdir()
         with postgres(bin_dir, fsync=True) as pg:
             backend, storage = pg.create_database("mlflow"), pg.create_database("optuna")
-            with mlflow_server(backend, tmp / "artifacts", tmp / "mlflow.log") as tracking:
+            server = SERVERS[args.server]
+            with mlflow_server(backend, tmp / "artifacts", tmp / "mlflow.log",
+                               server["workers"], server["extra"]) as tracking:
                 servers = Servers(tracking, pg)
                 runs: dict[int, list[dict]] = {1: [], 2: []}
                 for repeat in range(args.repeats):
@@ -243,7 +256,7 @@ def main() -> None:
     one, two = results
     speedup = two["trials_per_min"] / one["trials_per_min"]
     print(f"study of {args.trials} digits trials ({' '.join(overrides)}), PostgreSQL-backed "
-          f"mlflow server, PostgreSQL study storage, {os.cpu_count()} cores, "
+          f"mlflow server ({args.server}), PostgreSQL study storage, {os.cpu_count()} cores, "
           f"{args.blas_threads} BLAS thread(s) per worker; median of {args.repeats} runs each, "
           "1 and 2 workers taking turns")
     print(f"{'workers':>7} {'wall s':>7} {'trials/min':>10} {'tracking s':>10} "
@@ -257,7 +270,7 @@ def main() -> None:
     print(f"speed-up with 2 workers: {speedup:.2f}x (target >= {TARGET}: "
           f"{'met' if speedup >= TARGET else 'NOT met'})")
     print(json.dumps({"trials": args.trials, "epochs": args.epochs, "repeats": args.repeats,
-                      "blas_threads": args.blas_threads,
+                      "blas_threads": args.blas_threads, "server": args.server,
                       "median": results, "all": runs,
                       "speedup": round(speedup, 3), "speedup_target": TARGET,
                       "speedup_met": speedup >= TARGET}))

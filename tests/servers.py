@@ -164,8 +164,8 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, log: Path,
-                  workers: int = 1) -> Iterator[str]:
+def mlflow_server(backend_uri: str, artifacts: Path, log: Path, workers: int = 1,
+                  extra: tuple[str, ...] = ()) -> Iterator[str]:
     """``mlflow server`` on ``backend_uri`` proxying artifacts to ``artifacts``; its URL.
 
     One worker: with ``--workers`` > 1 uvicorn (0.54) leaves Nagle's algorithm on for every
@@ -179,7 +179,7 @@ def mlflow_server(backend_uri: str, artifacts: Path, log: Path,
         proc = subprocess.Popen(
             [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
              "--workers", str(workers), "--backend-store-uri", backend_uri,
-             "--artifacts-destination", str(artifacts)],
+             "--artifacts-destination", str(artifacts), *extra],
             cwd=artifacts.parent, stdout=out, stderr=subprocess.STDOUT, env=env,
             start_new_session=True,
         )
