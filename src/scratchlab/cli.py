@@ -92,10 +92,14 @@ def _reproduce(args: argparse.Namespace) -> None:
 def _tune(args: argparse.Namespace) -> None:
     from scratchlab.sweeps.tune import tune
 
-    study = tune(args.study, args.trials, args.overrides, args.space, args.out)
-    best = study.best_trial
-    print(f"study {study.study_name}: {len(study.trials)} trials, best #{best.number} "
-          f"val_loss={best.value:.4f} {best.params}")
+    result = tune(args.study, args.trials, args.overrides, args.space, args.out,
+                  storage=args.storage, heartbeat_s=args.heartbeat, retries=args.retries)
+    counts, best = result.counts, result.best
+    extra = "".join(f", {counts[k]} {k}" for k in ("failed", "retried", "running") if counts[k])
+    line = (f"study {result.study.study_name}: {counts['trials']} trials{extra} "
+            f"({result.ran} run by this worker)")
+    print(line + (f", best #{best.number} val_loss={best.value:.4f} {best.params}"
+                  if best is not None else ", none completed"))
 
 
 def _gradcheck(args: argparse.Namespace) -> None:
@@ -163,9 +167,23 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("run_id", help="MLflow run id (models/run.json, the UI, scratchlab compare)")
     repro.set_defaults(func=_reproduce)
 
-    tune = sub.add_parser("tune", help="Optuna search, resumable by study name")
-    tune.add_argument("--trials", type=int, required=True, help="trials to run now")
+    tune = sub.add_parser("tune", help="Optuna search, resumable by study name; any number "
+                          "of workers can share a study")
+    tune.add_argument("--trials", type=int, required=True,
+                      help="the study's total number of trials: workers stop when the study "
+                      "has that many (earlier runs of the study count)")
     tune.add_argument("--study", required=True, help="study name (same name = resume)")
+    tune.add_argument("--storage", metavar="URL",
+                      help="Optuna storage shared by the workers: an SQLAlchemy URL "
+                      "(postgresql+psycopg2://user@host/db, mysql://..., sqlite:///path) or "
+                      "journal:PATH (a journal file on a shared filesystem); default "
+                      "mlruns/optuna.db beside the MLflow store")
+    tune.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
+                      help="heartbeat interval of a running trial (SQL storages); a trial "
+                      "silent for 3 intervals is failed (its worker died) (default 10; 0: off)")
+    tune.add_argument("--retries", type=int, default=1,
+                      help="times a dead worker's trial is run again (default 1; 0: it stays "
+                      "failed and counts as one of the trials)")
     tune.add_argument("--space", type=Path, help="search space YAML (conf/sweep/optuna.yaml)")
     tune.add_argument("--out", type=Path, help="trial outputs (multirun/optuna/<study>)")
     tune.add_argument("overrides", nargs="*", help="fixed Hydra overrides, e.g. train.epochs=5")
