@@ -59,8 +59,9 @@ def log(config: Config, trained: Trained, evaluation: Evaluation,
         config, manifest, Path(tmp), run_name=run_name, tags={"entry_point": "api"}
     ) as recorder:
         history = trained.history
-        for epoch in range(history.epochs_run):
-            recorder.log_metrics({k: v[epoch] for k, v in history.history.items()}, epoch + 1)
+        for epoch in range(history.epochs_run):  # the curves, in as few calls as it takes
+            recorder.log_metrics({k: v[epoch] for k, v in history.history.items()}, epoch + 1,
+                                 defer=True)
         record_training(recorder, config, trained.net, history, Path(tmp))
         files = write_reports(evaluation, Path(tmp))
         example = splits.test.X[:5] if config.tracking.log_model else None

@@ -60,7 +60,13 @@ def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *,
         recorder.log_params(config.plain)
         recorder.log_dict(config.plain, "config.yaml")
         recorder.log_dict(dict(manifest), "data/manifest.json")
-        yield recorder
+        try:
+            yield recorder
+        except BaseException:  # send the epochs still pending, yet report the original error
+            with contextlib.suppress(Exception):
+                recorder.flush()
+            raise
+        recorder.flush()
 
 
 @contextlib.contextmanager
