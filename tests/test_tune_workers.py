@@ -91,6 +91,7 @@ def test_storage_urls(tmp_path: Path) -> None:
     assert redact("postgresql+psycopg2://u:secret@h:5432/db") == "postgresql+psycopg2://u:***@h:5432/db"
 
 
+@pytest.mark.slow
 def test_storage_lock_excludes_other_processes(tmp_path: Path) -> None:
     assert_lock_excludes_other_processes(f"sqlite:///{tmp_path / 'optuna.db'}")
 
