@@ -16,23 +16,40 @@ from matplotlib.figure import Figure
 from scratchlab.io import atomic_path
 
 
+CHAR_IN = 0.075  # width of one tick-label character at matplotlib's default 10 pt, in inches
+
+
 def save_figure(fig: Figure, path: Path) -> None:
-    """Write a PNG atomically (no timestamp in it, so equal figures give equal bytes)."""
+    """Write a PNG atomically (no timestamp in it, so equal figures give equal bytes). The
+    figures lay themselves out: one draw, where ``bbox_inches="tight"`` costs two."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
 
 
 def confusion_figure(matrix: np.ndarray, labels: Sequence[str], title: str) -> Figure:
-    fig = Figure(figsize=(1.0 + 0.55 * len(labels), 0.8 + 0.5 * len(labels)))
-    ax = fig.subplots()
+    """Counts in every cell; margins sized from the labels (long class names slant)."""
+    k, longest = len(labels), max((len(str(label)) for label in labels), default=1)
+    slant = longest > 3
+    cell = 0.5
+    left = 0.55 + CHAR_IN * longest
+    bottom = 0.6 + (CHAR_IN * 0.7 * longest if slant else 0.0)
+    lines = title.splitlines() or [""]
+    top, right = 0.15 + 0.22 * len(lines), 1.0  # the colour bar's room
+    needed = left + cell * k + right
+    width = max(needed, 0.4 + 1.3 * CHAR_IN * max(map(len, lines)))
+    height = bottom + cell * k + top
+    fig = Figure(figsize=(width, height))
+    left += (width - needed) / 2  # a title wider than the matrix: centre the matrix under it
+    ax = fig.add_axes((left / width, bottom / height, cell * k / width, cell * k / height))
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    ticks = np.arange(len(labels))
-    ax.set_xticks(ticks, labels)
+    ticks = np.arange(k)
+    ax.set_xticks(ticks, labels, rotation=45 if slant else 0, ha="right" if slant else "center",
+                  rotation_mode="anchor")
     ax.set_yticks(ticks, labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
-    ax.set_title(title)
+    fig.suptitle(title, y=1 - 0.1 / height, va="top")
     threshold = matrix.max() / 2 if matrix.size else 0
     for (i, j), count in np.ndenumerate(matrix):
         color = "white" if count > threshold else "black"
