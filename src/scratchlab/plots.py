@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 
 from scratchlab.io import atomic_path
 
-
 CHAR_IN = 0.075  # width of one tick-label character at matplotlib's default 10 pt, in inches
 
 
