@@ -23,6 +23,7 @@ from scratchlab.data.splits import Splits
 from scratchlab.evaluation import Evaluation, record_evaluation, test_report, write_reports
 from scratchlab.nn.callbacks import Callback
 from scratchlab.nn.network import Network
+from scratchlab.numerics import blas_threads
 from scratchlab.prepare import prepare_data
 from scratchlab.runs import record_training, title, tracked_run
 from scratchlab.trainer import Trained, train_network
@@ -47,7 +48,8 @@ def train(config: Config, splits: Splits, callbacks: Sequence[Callback] = ()) ->
 
 def evaluate(config: Config, net: Network, splits: Splits) -> Evaluation:
     """Test metrics, report files and the confusion matrix (or regression scatter)."""
-    return test_report(net, splits, title(config))
+    with blas_threads(config.train.deterministic):
+        return test_report(net, splits, title(config))
 
 
 def log(config: Config, trained: Trained, evaluation: Evaluation,

@@ -14,6 +14,7 @@ from typing import Any
 from scratchlab.config import Config
 from scratchlab.data.splits import Splits
 from scratchlab.evaluation import record_evaluation, test_report, write_reports
+from scratchlab.numerics import blas_threads
 from scratchlab.runs import record_training, title, tracked_run
 from scratchlab.tracking.recorder import EpochMetrics
 from scratchlab.trainer import preflight, train_network
@@ -30,7 +31,8 @@ def run_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_dir
                      parent_run_id=parent_run_id) as recorder:
         trained = train_network(config, splits, [EpochMetrics(recorder)])
         record_training(recorder, config, trained.net, trained.history, out_dir)
-        evaluation = test_report(trained.net, splits, title(config))
+        with blas_threads(config.train.deterministic):  # test metrics: same bits as weights
+            evaluation = test_report(trained.net, splits, title(config))
         files = write_reports(evaluation, out_dir)
         example = splits.test.X[:5] if config.tracking.log_model else None
         record_evaluation(recorder, evaluation, files, trained.net, example)
