@@ -18,6 +18,22 @@ class GradientCheckFailed(ScratchlabError):
     """A parameter's backprop gradient disagrees with the numerical one (exit 1)."""
 
 
+class ReproductionDiffers(ScratchlabError):
+    """A re-run's weights or test metrics differ from the logged run's (exit 1)."""
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    """Print ``identical`` or the differences; differences exit 1."""
+    from scratchlab.reproduce import reproduce
+
+    outcome = reproduce(args.run_id, args.keep, echo=lambda line: print(line, flush=True))
+    for note in outcome.notes:
+        print(note)
+    print(outcome.summary())
+    if not outcome.identical:
+        raise ReproductionDiffers(f"run {args.run_id}: the re-run differs from the logged run")
+
+
 def _params(args: argparse.Namespace) -> None:
     path = write_params(overrides=args.overrides)
     print(f"wrote {path}")
@@ -151,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", type=Path, help="trial outputs (multirun/optuna/<study>)")
     tune.add_argument("overrides", nargs="*", help="fixed Hydra overrides, e.g. train.epochs=5")
     tune.set_defaults(func=_tune)
+
+    rep = sub.add_parser("reproduce", help="re-run a logged run with its commit, config and "
+                         "data in a temp dir; print identical or the differences")
+    rep.add_argument("run_id", metavar="RUN_ID", help="MLflow run id")
+    rep.add_argument("--keep", type=Path, metavar="DIR",
+                     help="re-run in DIR and leave it there (default: a temp dir, removed)")
+    rep.set_defaults(func=_reproduce)
 
     grad = sub.add_parser("gradcheck", help="check backprop against numerical gradients "
                           "on the configured network (float64)")

@@ -35,12 +35,16 @@ def title(config: Config) -> str:
             f"lr={config.optimizer.hyper['lr']}")
 
 
-def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
+def dataset_digest(manifest: Mapping[str, Any]) -> str:
+    """The ``dataset_sha256`` tag: one hash over the manifest's file names and sha256s."""
     files = manifest.get("files", {})
-    digest = hashlib.sha256(
+    return hashlib.sha256(
         "".join(f"{name}:{info['sha256']};" for name, info in sorted(files.items())).encode()
     ).hexdigest()
-    return {"dataset": config.data.name, "dataset_sha256": digest,
+
+
+def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
+    return {"dataset": config.data.name, "dataset_sha256": dataset_digest(manifest),
             "seed": str(config.train.seed), "git_commit": git_commit(),
             **numeric_environment(config.train.deterministic)}
 
