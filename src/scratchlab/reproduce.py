@@ -38,7 +38,7 @@ from scratchlab.paths import project_root
 from scratchlab.runs import dataset_digest
 
 STAGES = ("preprocess", "train", "evaluate")  # fetch only when no local file matches
-ENV_KEYS = ("numpy", "blas", "blas_version", "blas_kernel", "cpu")
+ENV_KEYS = ("numpy", "blas", "blas_version", "blas_kernel", "blas_threads", "cpu")
 STAGE_TIMEOUT_S = 3600
 
 
@@ -252,6 +252,7 @@ def reproduce(run_id: str, keep: Path | None = None, echo=print) -> Outcome:
     uri = tracking_uri()
     check_store(uri)
     mlflow.set_tracking_uri(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # as store.connect
     with tempfile.TemporaryDirectory(prefix="scratchlab-reproduce-") as tmp:
         work = Path(tmp)
         run = load_logged_run(run_id, work / "logged")
