@@ -227,7 +227,7 @@ def compare(run: LoggedRun, tree: Path) -> Outcome:
     metric_where = max(mdiffs, key=mdiffs.__getitem__, default="none")
     deterministic = run.tags.get(f"{TAG_PREFIX}deterministic", "true") == "true"
     here = numeric_environment(deterministic)
-    notes = [f"note: the run had {TAG_PREFIX}{k}={run.tags[TAG_PREFIX + k]}, this machine "
+    notes = [f"note: the run had {TAG_PREFIX}{k}={run.tags[TAG_PREFIX + k]}, this re-run "
              f"{here.get(TAG_PREFIX + k)}" for k in ENV_KEYS
              if TAG_PREFIX + k in run.tags and run.tags[TAG_PREFIX + k] != here.get(TAG_PREFIX + k)]
     return Outcome(diffs[weight_where], weight_where, mdiffs.get(metric_where, 0.0),
