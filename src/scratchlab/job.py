@@ -41,8 +41,13 @@ def run_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_dir
 
 
 def run_config(config: Config, out_dir: Path, **run: Any) -> float:
-    """Prepare the config's data (cached), then :func:`run_job`; return the final val_loss."""
+    """Prepare the config's data (cached), then :func:`run_job` (or, with ``train.cv_folds``,
+    the cross-validated job); return the final (mean fold) val_loss."""
     from scratchlab.prepare import prepare_data
 
     splits, manifest = prepare_data(config)
+    if config.train.cv_folds:
+        from scratchlab.cv import run_cv_job
+
+        return run_cv_job(config, splits, manifest, out_dir, **run)
     return run_job(config, splits, manifest, out_dir, **run)

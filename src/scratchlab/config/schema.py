@@ -57,6 +57,8 @@ class TrainConfig:
     progress: bool = ruled(Flag(), default=True)
     # one BLAS thread while training: the same weights on any core count (README)
     deterministic: bool = ruled(Flag(), default=True)
+    # k-fold cross-validation of each sweep point on the training split (null: score on val)
+    cv_folds: int | None = ruled(Maybe(Number(2, integer=True)), default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
