@@ -68,7 +68,12 @@ def classification_scores(
         "classification_report.txt": _report_text(report, names),
         "classification_report.json": report,
         "confusion_matrix.json": {"labels": names, "matrix": matrix.tolist()},
-        # one row per test sample: the shape DVC's `confusion` plot template expects
+        # long form, one row per class and score: the per-class bar chart of `dvc plots`
+        "per_class.json": [
+            {"class": name, "metric": metric, "value": report[name][metric]}
+            for name in names for metric in ("precision", "recall", "f1-score")
+        ],
+        # one row per test sample: what the confusion plot template counts
         "confusion.json": [
             {"actual": names[t], "predicted": names[p]}
             for t, p in zip(y_true.tolist(), y_pred.tolist(), strict=True)
