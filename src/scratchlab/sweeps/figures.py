@@ -23,7 +23,7 @@ def comparison_figure(
     cv = any(score_std(r, objective) is not None for r in runs)
     panels = 2 if numeric is not None or cv else 1
     height = 5 if numeric is not None or not cv else max(5.0, 1.5 + 0.3 * len(runs))
-    fig = Figure(figsize=(7.5 * panels, height))
+    fig = Figure(figsize=(7.5 * panels, height), layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)
     _curves(axes[0][0], runs)
     if numeric is not None:
@@ -31,7 +31,6 @@ def comparison_figure(
     elif cv:
         _points(axes[0][1], runs, objective)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
