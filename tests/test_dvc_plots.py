@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,7 +31,6 @@ def specs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """The filled Vega-Lite spec of every plot, as `dvc plots show` renders them."""
     from dvc.render.match import match_defs_renderers
     from dvc.repo import Repo
-
     from matplotlib.figure import Figure
 
     from scratchlab.evaluation import Evaluation

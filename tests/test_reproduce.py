@@ -1,6 +1,7 @@
-"""``scratchlab reproduce``: a run made by the Hydra app and one made by ``dvc repro`` re-run
-from their logged commit, config and data as ``identical``; runs whose code or data cannot be
-had are refused in one line (exit 6); a re-run that differs says by how much."""
+"""``scratchlab reproduce``: a run made by the Hydra app re-runs from its logged commit, config
+and data as ``identical`` (a ``dvc repro`` run too: test_pipeline_dvc.py, on its pipeline);
+runs whose code or data cannot be had are refused in one line (exit 6); a re-run that differs
+says by how much."""
 
 from __future__ import annotations
 
@@ -19,14 +20,13 @@ from scratchlab.errors import NotReproducibleError
 from scratchlab.reproduce import LoggedRun, checkout, compare, load_logged_run, place_data
 from scratchlab.runs import dataset_digest
 
-pytestmark = pytest.mark.xdist_group("reproduce")
 FAST = ["train.epochs=3", "train.progress=false", "tracking.log_model=false"]
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A committed copy of the repo and the environment that runs our programs in it."""
-    base = tmp_path_factory.mktemp("reproduce")
+    base = tmp_path
     repo = copy_repo(base / "repo")
     return repo, project_env(repo, f"sqlite:///{base / 'store' / 'mlflow.db'}")
 
@@ -55,33 +55,15 @@ def test_a_hydra_app_run_reproduces_identically(project, tmp_path: Path) -> None
 
 
 @pytest.mark.slow
-def test_a_dvc_repro_run_reproduces_identically(project) -> None:
-    repo, env = project
-    done = _run(["dvc", "repro", "-q"], repo, env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    run_id = json.loads((repo / "models" / "run.json").read_text())["run_id"]
-    done = _reproduce(run_id, repo, env)
-    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
-    assert f"({'dvc'}, commit " in done.stdout
-    assert done.stdout.strip().splitlines()[-1].startswith("identical: ")
-
-
-@pytest.mark.slow
-def test_a_dirty_run_is_refused_in_one_line(project, tmp_path: Path) -> None:
-    repo, env = project
-    (repo / "src" / "scratchlab" / "evaluation.py").open("a").write("\n# an uncommitted edit\n")
-    try:
-        done = _run([sys.executable, "-m", "scratchlab.train", *FAST,
-                     f"hydra.run.dir={tmp_path / 'out'}"], repo, env)
-    finally:
-        subprocess.run(["git", "checkout", "--", "src"], cwd=repo, check=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    run_id = json.loads((tmp_path / "out" / "run.json").read_text())["run_id"]
-    done = _reproduce(run_id, repo, env)
-    assert done.returncode == 6
+def test_the_command_refuses_a_dirty_run_in_one_line(tracking_uri, tmp_path: Path) -> None:
+    run_id = _logged(tracking_uri, tmp_path, "9" * 40 + "+dirty")
+    done = subprocess.run([str(Path(sys.executable).parent / "scratchlab"), "reproduce", run_id],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 6 and done.stdout == ""
     errors = done.stderr.strip().splitlines()
-    assert len(errors) == 1 and "made from uncommitted changes" in errors[0], done.stderr
-    assert "+dirty" in errors[0] and done.stdout == ""
+    assert len(errors) == 1, done.stderr
+    assert errors[0].endswith(f"run {run_id}: made from uncommitted changes (git_commit "
+                              f"{'9' * 40}+dirty); that code exists in no commit")
 
 
 # In-process: refusals and the comparison, on runs written straight into a temp store.
