@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -94,6 +95,43 @@ def test_fresh_repro_rewrites_only_the_run_id_in_dvc_lock(project) -> None:
     assert committed.keys() == fresh.keys()
     changed = {key[2] for key in committed if committed[key] != fresh[key]}
     assert changed == {"models/run.json"}
+
+
+def _reproduce(root: Path, env: dict[str, str], run_id: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["scratchlab", "reproduce", run_id], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_reproduce_reruns_a_pipeline_run_and_a_hydra_run_identically(project) -> None:
+    root, env, uri = project
+    pipeline_run = json.loads((root / "models" / "run.json").read_text())["run_id"]
+    done = _reproduce(root, env, pipeline_run)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("identical (weights and 3 test metrics)")
+    out = root / "outputs" / "app"
+    subprocess.run([sys.executable, "-m", "scratchlab.train", "train.epochs=3",
+                    "train.progress=false", f"hydra.run.dir={out}"], cwd=root, env=env,
+                   check=True, capture_output=True, timeout=300)
+    app_run = json.loads((out / "run.json").read_text())["run_id"]
+    done = _reproduce(root, env, app_run)
+    assert done.returncode == 0 and "identical" in done.stdout, done.stderr[-2000:]
+    # a logged metric that the re-run cannot match is reported, exit 1
+    mlflow.MlflowClient(tracking_uri=uri).log_metric(app_run, "test_accuracy", 0.5)
+    done = _reproduce(root, env, app_run)
+    assert done.returncode == 1 and "differs" in done.stderr and "test_accuracy" in done.stderr
+
+
+def test_reproduce_refuses_uncommitted_or_unknown_code(project) -> None:
+    root, env, uri = project
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("refused")  # apart from the pipeline's runs
+    for commit, why in (("0" * 40 + "+dirty", "uncommitted changes"),
+                        ("1" * 40, "is not in this repository"), ("unknown", "no git commit")):
+        run = client.create_run(experiment, tags={"git_commit": commit})
+        client.set_terminated(run.info.run_id)
+        done = _reproduce(root, env, run.info.run_id)
+        errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+        assert done.returncode == 6 and len(errors) == 1 and why in errors[0], done.stderr
 
 
 def _status(root: Path, env: dict[str, str]) -> set[str]:

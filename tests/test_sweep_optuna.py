@@ -20,7 +20,7 @@ def test_second_invocation_resumes_the_study(tmp_path) -> None:
     first = run([*tune, "2", *FAST], tmp_path, uri)
     assert "study s1: 2 trials" in first
     parent_after_first, _ = parent_and_children(uri)
-    second = run([*tune, "1", *FAST], tmp_path, uri)
+    second = run([*tune, "3", *FAST], tmp_path, uri)  # --trials: the study's total
     assert "study s1: 3 trials" in second
 
     storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"

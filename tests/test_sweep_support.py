@@ -42,4 +42,4 @@ def parent_and_children(uri: str, experiment: str = "scratchlab") -> tuple[Run, 
     assert len(parents) == 1, [r.info.run_name for r in runs]
     parent = parents[0]
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    return parent, sorted(kids, key=lambda r: int(r.data.tags["job_num"]))
+    return parent, sorted(kids, key=lambda r: int(r.data.tags.get("job_num", 10**9)))

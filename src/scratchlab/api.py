@@ -23,7 +23,6 @@ from scratchlab.data.splits import Splits
 from scratchlab.evaluation import Evaluation, record_evaluation, test_report, write_reports
 from scratchlab.nn.callbacks import Callback
 from scratchlab.nn.network import Network
-from scratchlab.numerics import blas_threads
 from scratchlab.prepare import prepare_data
 from scratchlab.runs import record_training, title, tracked_run
 from scratchlab.trainer import Trained, train_network
@@ -48,8 +47,7 @@ def train(config: Config, splits: Splits, callbacks: Sequence[Callback] = ()) ->
 
 def evaluate(config: Config, net: Network, splits: Splits) -> Evaluation:
     """Test metrics, report files and the confusion matrix (or regression scatter)."""
-    with blas_threads(config.train.deterministic):
-        return test_report(net, splits, title(config))
+    return test_report(net, splits, title(config), config.train.deterministic)
 
 
 def log(config: Config, trained: Trained, evaluation: Evaluation,
@@ -61,8 +59,9 @@ def log(config: Config, trained: Trained, evaluation: Evaluation,
         config, manifest, Path(tmp), run_name=run_name, tags={"entry_point": "api"}
     ) as recorder:
         history = trained.history
-        for epoch in range(history.epochs_run):
-            recorder.log_metrics({k: v[epoch] for k, v in history.history.items()}, epoch + 1)
+        for epoch in range(history.epochs_run):  # the curves, in as few calls as it takes
+            recorder.log_metrics({k: v[epoch] for k, v in history.history.items()}, epoch + 1,
+                                 defer=True)
         record_training(recorder, config, trained.net, history, Path(tmp))
         files = write_reports(evaluation, Path(tmp))
         example = splits.test.X[:5] if config.tracking.log_model else None

@@ -18,22 +18,6 @@ class GradientCheckFailed(ScratchlabError):
     """A parameter's backprop gradient disagrees with the numerical one (exit 1)."""
 
 
-class ReproductionDiffers(ScratchlabError):
-    """A re-run's weights or test metrics differ from the logged run's (exit 1)."""
-
-
-def _reproduce(args: argparse.Namespace) -> None:
-    """Print ``identical`` or the differences; differences exit 1."""
-    from scratchlab.reproduce import reproduce
-
-    outcome = reproduce(args.run_id, args.keep, echo=lambda line: print(line, flush=True))
-    for note in outcome.notes:
-        print(note)
-    print(outcome.summary())
-    if not outcome.identical:
-        raise ReproductionDiffers(f"run {args.run_id}: the re-run differs from the logged run")
-
-
 def _params(args: argparse.Namespace) -> None:
     path = write_params(overrides=args.overrides)
     print(f"wrote {path}")
@@ -91,13 +75,31 @@ def _sync(args: argparse.Namespace) -> None:
           if results else "nothing to sync")
 
 
+def _reproduce(args: argparse.Namespace) -> None:
+    """Print ``identical`` or the differences; differences exit 1."""
+    from scratchlab.reproduce import reproduce
+
+    result = reproduce(args.run_id)
+    where = f"run {result.run_id} (commit {result.commit[:12]})"
+    if result.identical:
+        print(f"{where}: identical (weights and {len(result.metric_diffs)} test metrics)")
+        return
+    diffs = ", ".join(f"{k} {v:.3g}" for k, v in result.metric_diffs.items())
+    raise ScratchlabError(f"{where}: differs: max |weight difference| {result.weight_diff:.3g}; "
+                          f"test metric differences: {diffs}")
+
+
 def _tune(args: argparse.Namespace) -> None:
     from scratchlab.sweeps.tune import tune
 
-    study = tune(args.study, args.trials, args.overrides, args.space, args.out)
-    best = study.best_trial
-    print(f"study {study.study_name}: {len(study.trials)} trials, best #{best.number} "
-          f"val_loss={best.value:.4f} {best.params}")
+    result = tune(args.study, args.trials, args.overrides, args.space, args.out,
+                  storage=args.storage, heartbeat_s=args.heartbeat, retries=args.retries)
+    counts, best = result.counts, result.best
+    extra = "".join(f", {counts[k]} {k}" for k in ("failed", "retried", "running") if counts[k])
+    line = (f"study {result.study.study_name}: {counts['trials']} trials{extra} "
+            f"({result.ran} run by this worker)")
+    print(line + (f", best #{best.number} val_loss={best.value:.4f} {best.params}"
+                  if best is not None else ", none completed"))
 
 
 def _gradcheck(args: argparse.Namespace) -> None:
@@ -160,20 +162,32 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--spool", type=Path, help="spool directory (default: mlruns/spool)")
     sync.set_defaults(func=_sync)
 
-    tune = sub.add_parser("tune", help="Optuna search, resumable by study name")
-    tune.add_argument("--trials", type=int, required=True, help="trials to run now")
+    repro = sub.add_parser("reproduce", help="re-run a logged run from its commit, config and "
+                           "data in a temp dir; report identical or the differences")
+    repro.add_argument("run_id", help="MLflow run id (models/run.json, the UI, scratchlab compare)")
+    repro.set_defaults(func=_reproduce)
+
+    tune = sub.add_parser("tune", help="Optuna search, resumable by study name; any number "
+                          "of workers can share a study")
+    tune.add_argument("--trials", type=int, required=True,
+                      help="the study's total number of trials: workers stop when the study "
+                      "has that many (earlier runs of the study count)")
     tune.add_argument("--study", required=True, help="study name (same name = resume)")
+    tune.add_argument("--storage", metavar="URL",
+                      help="Optuna storage shared by the workers: an SQLAlchemy URL "
+                      "(postgresql+psycopg2://user@host/db, mysql://..., sqlite:///path) or "
+                      "journal:PATH (a journal file on a shared filesystem); default "
+                      "mlruns/optuna.db beside the MLflow store")
+    tune.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
+                      help="heartbeat interval of a running trial (SQL storages); a trial "
+                      "silent for 3 intervals is failed (its worker died) (default 10; 0: off)")
+    tune.add_argument("--retries", type=int, default=1,
+                      help="times a dead worker's trial is run again (default 1; 0: it stays "
+                      "failed and counts as one of the trials)")
     tune.add_argument("--space", type=Path, help="search space YAML (conf/sweep/optuna.yaml)")
     tune.add_argument("--out", type=Path, help="trial outputs (multirun/optuna/<study>)")
     tune.add_argument("overrides", nargs="*", help="fixed Hydra overrides, e.g. train.epochs=5")
     tune.set_defaults(func=_tune)
-
-    rep = sub.add_parser("reproduce", help="re-run a logged run with its commit, config and "
-                         "data in a temp dir; print identical or the differences")
-    rep.add_argument("run_id", metavar="RUN_ID", help="MLflow run id")
-    rep.add_argument("--keep", type=Path, metavar="DIR",
-                     help="re-run in DIR and leave it there (default: a temp dir, removed)")
-    rep.set_defaults(func=_reproduce)
 
     grad = sub.add_parser("gradcheck", help="check backprop against numerical gradients "
                           "on the configured network (float64)")

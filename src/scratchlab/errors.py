@@ -34,9 +34,3 @@ class DivergedError(ScratchlabError):
     """Training produced a NaN/inf (or exploding) loss and was stopped."""
 
     exit_code = 5
-
-
-class NotReproducibleError(ScratchlabError):
-    """``scratchlab reproduce`` cannot re-run a run: its code or data cannot be had (exit 6)."""
-
-    exit_code = 6

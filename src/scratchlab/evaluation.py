@@ -16,6 +16,7 @@ import numpy as np
 from scratchlab.data.splits import Splits
 from scratchlab.io import write_json_atomic, write_text_atomic
 from scratchlab.nn.network import Network
+from scratchlab.numerics import blas_threads
 
 METRICS_FILE = "metrics.json"
 
@@ -30,11 +31,16 @@ class Evaluation:
     figure: Any  # matplotlib Figure
 
 
-def test_report(net: Network, splits: Splits, title: str) -> Evaluation:
-    """Predict the test split and score it (classification or regression, by ``splits.task``)."""
+def test_report(net: Network, splits: Splits, title: str, deterministic: bool = True
+                ) -> Evaluation:
+    """Predict the test split and score it (classification or regression, by ``splits.task``).
+
+    ``deterministic`` (``train.deterministic``): predict on one BLAS thread, so the metrics too
+    are the same on any core count."""
     from scratchlab import plots  # matplotlib: only the processes that score pay for it
 
-    predicted = net.predict(splits.test.X)
+    with blas_threads(deterministic):
+        predicted = net.predict(splits.test.X)
     if splits.task == "classification":
         metrics, files = classification_scores(splits.test.y, predicted, splits.class_names)
         matrix = np.asarray(files["confusion_matrix.json"]["matrix"])
@@ -68,12 +74,12 @@ def classification_scores(
         "classification_report.txt": _report_text(report, names),
         "classification_report.json": report,
         "confusion_matrix.json": {"labels": names, "matrix": matrix.tolist()},
-        # long form, one row per class and score: the per-class bar chart of `dvc plots`
+        # long form, one row per class and score: dvc.yaml's per-class bar chart
         "per_class.json": [
             {"class": name, "metric": metric, "value": report[name][metric]}
             for name in names for metric in ("precision", "recall", "f1-score")
         ],
-        # one row per test sample: what the confusion plot template counts
+        # one row per test sample: the shape DVC's `confusion` plot template expects
         "confusion.json": [
             {"actual": names[t], "predicted": names[p]}
             for t, p in zip(y_true.tolist(), y_pred.tolist(), strict=True)

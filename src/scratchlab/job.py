@@ -7,14 +7,16 @@ The Hydra app and the sweeps run jobs; the DVC stages run the same steps as two 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from scratchlab.config import Config
+from scratchlab.crossval import cross_validate
 from scratchlab.data.splits import Splits
+from scratchlab.errors import DivergedError
 from scratchlab.evaluation import record_evaluation, test_report, write_reports
-from scratchlab.numerics import blas_threads
 from scratchlab.runs import record_training, title, tracked_run
 from scratchlab.tracking.recorder import EpochMetrics
 from scratchlab.trainer import preflight, train_network
@@ -25,29 +27,50 @@ log = logging.getLogger(__name__)
 def run_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_dir: Path, *,
             run_name: str | None = None, tags: Mapping[str, str] | None = None,
             parent_run_id: str | None = None) -> float:
-    """Train and evaluate into one run (files in ``out_dir``); return the final val_loss."""
+    """Train and evaluate into one run (files in ``out_dir``); return the final val_loss (with
+    ``train.cv_folds``, the cross-validated one: :func:`run_cv_job`)."""
     preflight(config, splits)  # before a run is started for nothing
+    if config.train.cv_folds:
+        return run_cv_job(config, splits, manifest, out_dir, run_name=run_name, tags=tags,
+                          parent_run_id=parent_run_id)
     with tracked_run(config, manifest, out_dir, run_name=run_name, tags=tags,
                      parent_run_id=parent_run_id) as recorder:
         trained = train_network(config, splits, [EpochMetrics(recorder)])
         record_training(recorder, config, trained.net, trained.history, out_dir)
-        with blas_threads(config.train.deterministic):  # test metrics: same bits as weights
-            evaluation = test_report(trained.net, splits, title(config))
+        evaluation = test_report(trained.net, splits, title(config), config.train.deterministic)
         files = write_reports(evaluation, out_dir)
         example = splits.test.X[:5] if config.tracking.log_model else None
         record_evaluation(recorder, evaluation, files, trained.net, example)
     log.info("test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items()))
-    return float(trained.history.history["val_loss"][-1])
+    return float(trained.history.history.get("val_loss", [math.nan])[-1])
+
+
+def run_cv_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_dir: Path,
+               **run: Any) -> float:
+    """Score the config by k-fold cross-validation into one run: fold scores as metric series
+    ``cv_val_loss``/``cv_val_accuracy`` (step = fold), their means as ``val_loss``/
+    ``val_accuracy`` and spreads as ``*_std``; the test split is left for the refit."""
+    with tracked_run(config, manifest, out_dir, **run) as recorder:
+        cv = cross_validate(config, splits)
+        for key, values in cv.folds.items():
+            for fold, value in enumerate(values, start=1):
+                recorder.log_metrics({f"cv_{key}": value}, step=fold)
+        recorder.set_tags({"cv_folds": config.train.cv_folds,
+                           "diverged": "true" if cv.diverged else "false"})
+        if cv.diverged:
+            raise DivergedError(f"optimizer.lr={config.optimizer.hyper['lr']}: loss diverged in "
+                                f"cross-validation fold(s) {cv.diverged}; MLflow run "
+                                f"{recorder.run_id} marked FAILED (tag diverged)")
+        summary = cv.summary()
+        recorder.log_metrics(summary)
+    log.info("cross-validation (%d folds): %s", config.train.cv_folds,
+             ", ".join(f"{k}={v:.4f}" for k, v in summary.items()))
+    return summary["val_loss"]
 
 
 def run_config(config: Config, out_dir: Path, **run: Any) -> float:
-    """Prepare the config's data (cached), then :func:`run_job` (or, with ``train.cv_folds``,
-    the cross-validated job); return the final (mean fold) val_loss."""
+    """Prepare the config's data (cached), then :func:`run_job`; return the final val_loss."""
     from scratchlab.prepare import prepare_data
 
     splits, manifest = prepare_data(config)
-    if config.train.cv_folds:
-        from scratchlab.cv import run_cv_job
-
-        return run_cv_job(config, splits, manifest, out_dir, **run)
     return run_job(config, splits, manifest, out_dir, **run)

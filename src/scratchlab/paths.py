@@ -23,14 +23,12 @@ def project_root() -> Path:
     return Path.cwd().resolve()
 
 
-# What the pipeline itself rewrites: DVC's lock, and the composed config (``dvc exp run -S``);
-# a run logs its whole config, so neither makes its code differ from the commit's.
-GENERATED = ("dvc.lock", "params.yaml")
+# What decides a run's results beyond its logged config: uncommitted edits here make it "+dirty".
+CODE_PATHS = ("src", "pyproject.toml")
 
 
 def git_commit() -> str:
-    """The checkout's commit (``+dirty`` if it has uncommitted changes to any tracked file but
-    the :data:`GENERATED` ones), or ``unknown``."""
+    """The checkout's commit (``+dirty`` if the code has uncommitted changes), or ``unknown``."""
     root = project_root()
     try:
         sha = subprocess.run(
@@ -38,8 +36,7 @@ def git_commit() -> str:
             timeout=10,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-             *(f":(exclude){name}" for name in GENERATED)], cwd=root,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS], cwd=root,
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

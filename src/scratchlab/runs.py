@@ -35,16 +35,12 @@ def title(config: Config) -> str:
             f"lr={config.optimizer.hyper['lr']}")
 
 
-def dataset_digest(manifest: Mapping[str, Any]) -> str:
-    """The ``dataset_sha256`` tag: one hash over the manifest's file names and sha256s."""
+def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
     files = manifest.get("files", {})
-    return hashlib.sha256(
+    digest = hashlib.sha256(
         "".join(f"{name}:{info['sha256']};" for name, info in sorted(files.items())).encode()
     ).hexdigest()
-
-
-def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
-    return {"dataset": config.data.name, "dataset_sha256": dataset_digest(manifest),
+    return {"dataset": config.data.name, "dataset_sha256": digest,
             "seed": str(config.train.seed), "git_commit": git_commit(),
             **numeric_environment(config.train.deterministic)}
 
@@ -64,7 +60,13 @@ def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *,
         recorder.log_params(config.plain)
         recorder.log_dict(config.plain, "config.yaml")
         recorder.log_dict(dict(manifest), "data/manifest.json")
-        yield recorder
+        try:
+            yield recorder
+        except BaseException:  # send the epochs still pending, yet report the original error
+            with contextlib.suppress(Exception):
+                recorder.flush()
+            raise
+        recorder.flush()
 
 
 @contextlib.contextmanager

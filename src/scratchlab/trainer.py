@@ -73,7 +73,7 @@ def train_network(config: Config, splits: Splits, callbacks: Sequence[Callback] 
         history = fit(
             net, optimizer, splits.train.X, splits.train.Y,
             epochs=train.epochs, batch_size=train.batch_size, rng=rng,
-            validation_data=(splits.val.X, splits.val.Y),
+            validation_data=(splits.val.X, splits.val.Y) if len(splits.val) else None,
             callbacks=[*training_callbacks(train), *callbacks], progress=train.progress,
         )
     return Trained(net, history)

@@ -57,8 +57,8 @@ class TrainConfig:
     progress: bool = ruled(Flag(), default=True)
     # one BLAS thread while training: the same weights on any core count (README)
     deterministic: bool = ruled(Flag(), default=True)
-    # k-fold cross-validation of each sweep point on the training split (null: score on val)
-    cv_folds: int | None = ruled(Maybe(Number(2, integer=True)), default=None)
+    # k-fold cross-validation of each sweep point (0: off; README "Cross-validated sweeps")
+    cv_folds: int = ruled(Number(0, integer=True), default=0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,6 +163,9 @@ def _plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_task(config: Config) -> None:
+    if config.train.cv_folds == 1:
+        raise ConfigError("train.cv_folds=1 is not a cross-validation; expected 0 (off) or an "
+                          "integer >= 2")
     task, model = config.data.task, config.model
     if task == "regression" and (model.output != "linear" or model.loss != "mse"):
         raise ConfigError(

@@ -30,9 +30,14 @@ def stratified_holdout(
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(hold))
 
 
+CHUNK_ROWS = 4096  # rows scaled at a time: float64 work space stays small (60k x 784 = 376 MB)
+
+
 def _scale(raw: RawDataset, X: np.ndarray, X_fit: np.ndarray) -> np.ndarray:
-    """Map inputs to [0, 1]: known pixel range, else min-max fitted on the training split."""
-    X = X.reshape(len(X), -1).astype(np.float64)
+    """Map inputs to [0, 1] float32: known pixel range, else min-max fitted on the training
+    split. Computed in float64 a chunk of rows at a time (the same values, a fraction of the
+    memory: the peak is the float32 result, not a float64 copy of the whole split)."""
+    X = X.reshape(len(X), -1)
     if raw.pixel_range is not None:
         lo, hi = raw.pixel_range
     elif raw.image_shape is not None:  # images: one range for all pixels keeps the picture
@@ -40,7 +45,11 @@ def _scale(raw: RawDataset, X: np.ndarray, X_fit: np.ndarray) -> np.ndarray:
     else:  # tables: per feature
         lo, hi = X_fit.min(axis=0), X_fit.max(axis=0)
     span = np.where(np.asarray(hi - lo) > 0, hi - lo, 1.0)
-    return np.clip((X - lo) / span, 0.0, 1.0).astype(np.float32)
+    out = np.empty(X.shape, dtype=np.float32)
+    for start in range(0, len(X), CHUNK_ROWS):
+        chunk = X[start : start + CHUNK_ROWS].astype(np.float64)
+        out[start : start + CHUNK_ROWS] = np.clip((chunk - lo) / span, 0.0, 1.0)
+    return out
 
 
 def preprocess(

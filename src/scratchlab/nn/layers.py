@@ -6,11 +6,23 @@ dict of them built once stays valid for the optimizer. Outputs are fresh arrays;
 never modified, so callers may keep what they pass in or get back.
 """
 
-import math
 
 import numpy
 
 from scratchlab.nn.backend import xp
+from scratchlab.nn.functional import sigmoid, softmax
+
+_ONES: dict = {}
+
+
+def ones_vector(n: int, dtype):
+    """A cached vector of ``n`` ones, never written to: sums over the short axis of small
+    matrices, written as products with it (``1^T dout``, ``y 1``), run several times faster
+    in BLAS than as reductions."""
+    ones = _ONES.get((n, dtype))
+    if ones is None:
+        ones = _ONES[(n, dtype)] = xp.ones(n, dtype=dtype)
+    return ones
 
 
 class Dense:
@@ -46,35 +58,41 @@ class Dense:
         return out
 
     def backward(self, dout):
-        """dW = x^T dout, db = sum(dout), dx = dout W^T (``None`` when ``input_grad`` is off)."""
+        """dW = x^T dout, db = 1^T dout (the column sums), dx = dout W^T (``None`` when
+        ``input_grad`` is off)."""
         xp.matmul(self.x.T, dout, out=self.grads["W"])
         if "b" in self.grads:
-            dout.sum(axis=0, out=self.grads["b"])
+            xp.matmul(ones_vector(dout.shape[0], dout.dtype), dout, out=self.grads["b"])
         if not self.input_grad:
             return None
         return dout @ self.params["W"].T
 
 
-class Sigmoid:
-    """Logistic ``1 / (1 + exp(-x))``, computed in place on one fresh array.
-
-    The ``exp`` argument is clipped at floor(log(dtype max)) (88 for float32) so it never
-    overflows; there the result is already ~1e-38, i.e. 0 to working precision.
-    """
+class _Stateless:
+    """A layer without weights: empty ``params``/``grads``, so a network treats all alike."""
 
     def __init__(self) -> None:
         self.params: dict = {}
         self.grads: dict = {}
+
+
+class _KeepsOutput(_Stateless):
+    """An activation ``y = f(x)`` whose gradient needs only ``y``: forward keeps it."""
+
+    f = staticmethod(lambda x: x)  # the subclass's function
+    def __init__(self) -> None:
+        super().__init__()
         self.out = None
 
     def forward(self, x, train: bool = False):
-        out = xp.negative(x)
-        xp.minimum(out, math.floor(math.log(xp.finfo(x.dtype).max)), out=out)
-        xp.exp(out, out=out)
-        out += 1.0
-        xp.reciprocal(out, out=out)
-        self.out = out
-        return out
+        self.out = self.f(x)
+        return self.out
+
+
+class Sigmoid(_KeepsOutput):
+    """Logistic ``1 / (1 + exp(-x))`` (``functional.sigmoid``, overflow-safe)."""
+
+    f = staticmethod(sigmoid)
 
     def backward(self, dout):
         """d sigmoid = y (1 - y)."""
@@ -84,12 +102,11 @@ class Sigmoid:
         return dx
 
 
-class ReLU:
+class ReLU(_Stateless):
     """``max(0, x)``; the gradient passes only where the input was positive."""
 
     def __init__(self) -> None:
-        self.params: dict = {}
-        self.grads: dict = {}
+        super().__init__()
         self.mask = None
 
     def forward(self, x, train: bool = False):
@@ -100,17 +117,10 @@ class ReLU:
         return dout * self.mask
 
 
-class Tanh:
+class Tanh(_KeepsOutput):
     """Hyperbolic tangent; d tanh = 1 - y^2."""
 
-    def __init__(self) -> None:
-        self.params: dict = {}
-        self.grads: dict = {}
-        self.out = None
-
-    def forward(self, x, train: bool = False):
-        self.out = xp.tanh(x)
-        return self.out
+    f = staticmethod(lambda x: xp.tanh(x))
 
     def backward(self, dout):
         dx = xp.square(self.out)
@@ -119,12 +129,8 @@ class Tanh:
         return dx
 
 
-class Linear:
+class Linear(_Stateless):
     """Identity activation (regression outputs, linear models)."""
-
-    def __init__(self) -> None:
-        self.params: dict = {}
-        self.grads: dict = {}
 
     def forward(self, x, train: bool = False):
         return x
@@ -133,31 +139,16 @@ class Linear:
         return dout
 
 
-class Softmax:
-    """Row-wise softmax, computed on ``x - max(x)`` so ``exp`` cannot overflow."""
+class Softmax(_KeepsOutput):
+    """Row-wise softmax (``functional.softmax``: on ``x - max(x)``, so ``exp`` cannot overflow)."""
 
-    def __init__(self) -> None:
-        self.params: dict = {}
-        self.grads: dict = {}
-        self.out = None
-
-    def forward(self, x, train: bool = False):
-        self.out = softmax(x)
-        return self.out
+    f = staticmethod(softmax)
 
     def backward(self, dout):
         """Jacobian-vector product: y * (dout - <dout, y>) per row."""
         dx = dout - xp.sum(dout * self.out, axis=1, keepdims=True)
         dx *= self.out
         return dx
-
-
-def softmax(x):
-    """Numerically stable row-wise softmax of a (n, k) array."""
-    out = x - xp.max(x, axis=1, keepdims=True)
-    xp.exp(out, out=out)
-    out /= xp.sum(out, axis=1, keepdims=True)
-    return out
 
 
 class Dropout:

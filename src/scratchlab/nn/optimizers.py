@@ -50,12 +50,17 @@ class Momentum(_Optimizer):
         super().__init__(lr)
         self.momentum = momentum
 
+    def _velocity(self, key, p, g):
+        """v <- m v - lr g in place; returns v and the scratch buffer holding lr g."""
+        v, step = self._buffer(key, p, "v"), self._buffer(key, p)
+        v *= self.momentum
+        xp.multiply(g, self.lr, out=step)
+        v -= step
+        return v, step
+
     def update(self, params, grads) -> None:
         for key, p, g in _pairs(params, grads):
-            v, step = self._buffer(key, p, "v"), self._buffer(key, p)
-            v *= self.momentum
-            xp.multiply(g, self.lr, out=step)
-            v -= step
+            v, _ = self._velocity(key, p, g)
             p += v
 
 
@@ -65,13 +70,19 @@ class Nesterov(Momentum):
 
     def update(self, params, grads) -> None:
         for key, p, g in _pairs(params, grads):
-            v, step = self._buffer(key, p, "v"), self._buffer(key, p)
-            v *= self.momentum
-            xp.multiply(g, self.lr, out=step)
-            v -= step
+            v, step = self._velocity(key, p, g)
             p -= step
             xp.multiply(v, self.momentum, out=step)
             p += step
+
+
+def _adaptive_step(p, g, h, step, eps: float, lr: float) -> None:
+    """p <- p - lr g / (sqrt(h) + eps), through the scratch buffer ``step`` (AdaGrad, RMSprop)."""
+    xp.sqrt(h, out=step)
+    step += eps
+    xp.divide(g, step, out=step)
+    step *= lr
+    p -= step
 
 
 class AdaGrad(_Optimizer):
@@ -86,11 +97,7 @@ class AdaGrad(_Optimizer):
             h, step = self._buffer(key, p, "h"), self._buffer(key, p)
             xp.square(g, out=step)
             h += step
-            xp.sqrt(h, out=step)
-            step += self.eps
-            xp.divide(g, step, out=step)
-            step *= self.lr
-            p -= step
+            _adaptive_step(p, g, h, step, self.eps, self.lr)
 
 
 class RMSprop(_Optimizer):
@@ -109,11 +116,7 @@ class RMSprop(_Optimizer):
             step -= h
             step *= 1.0 - self.rho
             h += step
-            xp.sqrt(h, out=step)
-            step += self.eps
-            xp.divide(g, step, out=step)
-            step *= self.lr
-            p -= step
+            _adaptive_step(p, g, h, step, self.eps, self.lr)
 
 
 class Adam(_Optimizer):

@@ -115,8 +115,8 @@ def fit(
                 m = idx.shape[0]
                 # mode="clip": with the default "raise", NumPy buffers ``out`` (a hidden copy
                 # per batch); the indices come from a permutation, so none is out of range.
-                xb = xp.take(X, idx, axis=0, out=X_batch[:m], mode="clip")
-                tb = xp.take(Y, idx, axis=0, out=Y_batch[:m], mode="clip")
+                xb = X.take(idx, axis=0, out=X_batch[:m], mode="clip")
+                tb = Y.take(idx, axis=0, out=Y_batch[:m], mode="clip")
                 batch_loss = net.loss(xb, tb, train=True)
                 if history.initial_loss is None:
                     history.initial_loss = batch_loss

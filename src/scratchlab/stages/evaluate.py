@@ -4,7 +4,6 @@ from scratchlab.config import load_params, validate
 from scratchlab.data.splits import load_run_id, load_splits
 from scratchlab.evaluation import record_evaluation, test_report, write_reports
 from scratchlab.nn.persistence import load_network
-from scratchlab.numerics import blas_threads
 from scratchlab.runs import RUN_FILE, resumed_run, title
 from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR, REPORTS_DIR, run_stage
 
@@ -14,8 +13,7 @@ def main() -> None:
     run_id = load_run_id(MODEL_DIR / RUN_FILE)
     net = load_network(MODEL_DIR / "model.npz")
     splits = load_splits(PROCESSED_DIR)
-    with blas_threads(config.train.deterministic):  # metrics.json: the same on any core count
-        evaluation = test_report(net, splits, title(config))
+    evaluation = test_report(net, splits, title(config), config.train.deterministic)
     files = write_reports(evaluation, REPORTS_DIR / "eval", REPORTS_DIR / "metrics.json")
     with resumed_run(config, run_id) as recorder:
         example = splits.test.X[:5] if config.tracking.log_model else None

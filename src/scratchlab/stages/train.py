@@ -2,6 +2,7 @@
 
 from scratchlab.config import load_params, validate
 from scratchlab.data.splits import load_manifest, load_splits
+from scratchlab.errors import ConfigError
 from scratchlab.runs import record_training, tracked_run
 from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR, run_stage
 from scratchlab.tracking.recorder import EpochMetrics
@@ -10,6 +11,10 @@ from scratchlab.trainer import preflight, train_network
 
 def main() -> None:
     config = validate(load_params(PARAMS))
+    if config.train.cv_folds:
+        raise ConfigError(f"train.cv_folds={config.train.cv_folds}: cross-validation scores "
+                          "sweep points (python -m scratchlab.train -m ...); the pipeline trains "
+                          "once, set it to 0")
     splits = load_splits(PROCESSED_DIR)
     manifest = load_manifest(PROCESSED_DIR)
     preflight(config, splits)  # before a run is started for nothing

@@ -23,7 +23,6 @@ from scratchlab.tracking.liveness import Heartbeat
 log = logging.getLogger("scratchlab")
 
 COMPARISON_DIR = "comparison"
-REFIT_DIR = "refit"
 # The parent's heartbeat threads, kept off the callback: launchers pickle it to their workers.
 _heartbeats: dict[str, Heartbeat] = {}
 
@@ -54,36 +53,43 @@ class MlflowSweepCallback(Callback):
             return
         # MLflow and matplotlib: imported here, not with the callback, which Hydra also loads
         # for single runs (a bad config is then reported before ~3 s of imports)
-        from scratchlab.sweeps.refit import refit_best
         from scratchlab.sweeps.report import parent_status, report_parent
-        from scratchlab.sweeps.summaries import score
 
         info, self.info = self.info, None
         atexit.unregister(self._abandon)
+        _stop_heartbeat(info.parent_run_id)
         out_dir = Path(config.hydra.sweep.dir) / COMPARISON_DIR
         try:
             comparison = report_parent(info.parent_run_id, out_dir, self.objective)
-            # cross-validated: the best point trained on the whole training split, tested once
-            refit = refit_best(info, comparison.best, Path(config.hydra.sweep.dir) / REFIT_DIR)
         except Exception:
-            _stop_heartbeat(info.parent_run_id)
             end_parent(info.parent_run_id, "FAILED")
             raise
-        _stop_heartbeat(info.parent_run_id)
+        best = comparison.best
+        if best is not None and best.params.get("train.cv_folds", "0") not in ("0", "None"):
+            _refit(info.parent_run_id, best, Path(config.hydra.sweep.dir) / "refit")
         status = parent_status(comparison)
         end_parent(info.parent_run_id, status)
-        best = comparison.best
         log.info(
-            "sweep %s ended %s: %d runs, best %s (%s=%s)%s; comparison in %s",
+            "sweep %s ended %s: %d runs, best %s (%s=%s); comparison in %s",
             info.sweep_id, status, len(comparison.runs), best.name if best else None,
-            self.objective, score(best, self.objective) if best else None,
-            f", refit as run {refit}" if refit else "", out_dir,
+            self.objective, best.metrics[self.objective] if best else None, out_dir,
         )
 
     def _abandon(self) -> None:
         if self.info is not None:
             _stop_heartbeat(self.info.parent_run_id)
             end_parent(self.info.parent_run_id, "FAILED")
+
+
+def _refit(parent_run_id: str, best: Any, out_dir: Path) -> None:
+    """Refit the cross-validated best point; a failed refit is logged, the sweep stands."""
+    from scratchlab.errors import ScratchlabError
+    from scratchlab.sweeps.refit import refit_best
+
+    try:
+        refit_best(parent_run_id, best, out_dir)
+    except ScratchlabError as exc:
+        log.error("refit of %s failed: %s", best.name, exc)
 
 
 def _check_swept(keys: list[str]) -> None:

@@ -16,9 +16,7 @@ from scratchlab.sweeps.report import Comparison, compare
 from scratchlab.sweeps.summaries import children, compared_keys, summarize, varying_params
 from scratchlab.tracking.store import connect
 
-SHOWN_METRICS = ("val_loss", "val_accuracy", "test_accuracy")
-# cross-validated children: their fold means and stds instead (their test split is untouched)
-CV_METRICS = ("cv_val_loss_mean", "cv_val_loss_std", "cv_val_accuracy_mean", "cv_val_accuracy_std")
+SHOWN_METRICS = ("val_loss", "val_loss_std", "val_accuracy", "val_accuracy_std", "test_accuracy")
 MAX_RUNS = 200
 
 
@@ -44,14 +42,7 @@ def gather_runs(experiment: str, parent: str | None, latest: bool, objective: st
         except MlflowException as exc:
             raise TrackingError(f"--parent {parent}: no such run in the store") from exc
         runs = children(run)
-        comparison = compare(runs, compared_keys(run, runs), objective)
-        refit = run.data.tags.get("refit_run_id")
-        if refit:
-            tested = ", ".join(f"{k.removeprefix('refit_')} {v:.4f}" for k, v in
-                               sorted(run.data.metrics.items()) if k.startswith("refit_test_"))
-            comparison.refit = (f"best point refit on the whole training split as run "
-                                f"{refit[:8]}, tested once: {tested}")
-        return comparison
+        return compare(runs, compared_keys(run, runs), objective)
     found = mlflow.search_runs(
         experiment_ids=[experiment_id], filter_string=f"tags.{TAG_ROLE} != 'parent'",
         order_by=["attributes.start_time ASC"], max_results=MAX_RUNS, output_format="list",
@@ -72,9 +63,7 @@ def table_text(comparison: Comparison) -> str:
     best = comparison.best.run_id if comparison.best else None
     frame.insert(0, "", ["*" if r == best else "" for r in frame["run_id"]])
     frame["run_id"] = frame["run_id"].str[:8]
-    shown = CV_METRICS if "cv_val_loss_mean" in frame else SHOWN_METRICS
     columns = ["", "run_name", "run_id", "status", "diverged", *comparison.keys,
-               *(m for m in shown if m in frame)]
+               *(m for m in SHOWN_METRICS if m in frame)]
     with pd.option_context("display.width", 200, "display.max_columns", 50):
-        text = frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}")
-    return f"{text}\n{comparison.refit}" if comparison.refit else text
+        return frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}")

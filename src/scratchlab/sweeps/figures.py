@@ -1,7 +1,7 @@
 """The comparison figure: every run's loss curves overlaid, and objective vs the swept value.
 
-Cross-validated runs are drawn by their mean fold objective with the folds' standard deviation
-as error bars: against the swept value when one number was swept, else one bar per point.
+A cross-validated sweep has no per-epoch curves (each point trains once per fold); it shows
+each point's mean objective with its standard deviation over the folds as error bars.
 """
 
 from __future__ import annotations
@@ -13,24 +13,24 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from scratchlab.sweeps.summaries import RunSummary, param_value, score, score_std
+from scratchlab.sweeps.summaries import RunSummary, param_value
 
 
 def comparison_figure(
     runs: Sequence[RunSummary], keys: Sequence[str], objective: str, title: str
 ) -> Figure:
     numeric = _numeric_values(runs, keys)
-    cv = any(score_std(r, objective) is not None for r in runs)
-    panels = 2 if numeric is not None or cv else 1
-    height = 5 if numeric is not None or not cv else max(5.0, 1.5 + 0.3 * len(runs))
-    fig = Figure(figsize=(7.5 * panels, height), layout="constrained")
-    axes = fig.subplots(1, panels, squeeze=False)
-    _curves(axes[0][0], runs)
+    cv = any(f"{objective}_std" in r.metrics for r in runs)
+    draw = [] if cv else [_curves]
     if numeric is not None:
-        _objective_vs_value(axes[0][1], runs, numeric, keys[0], objective)
+        draw.append(lambda ax, runs: _objective_vs_value(ax, runs, numeric, keys[0], objective))
     elif cv:
-        _points(axes[0][1], runs, objective)
+        draw.append(lambda ax, runs: _objective_per_point(ax, runs, objective))
+    fig = Figure(figsize=(7.5 * len(draw), 6.5 if cv and numeric is None else 5))
+    for ax, panel in zip(fig.subplots(1, len(draw), squeeze=False)[0], draw, strict=True):
+        panel(ax, runs)
     fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 
@@ -65,14 +65,15 @@ def _curves(ax: Axes, runs: Sequence[RunSummary]) -> None:
 def _objective_vs_value(
     ax: Axes, runs: Sequence[RunSummary], values: list[float], key: str, objective: str
 ) -> None:
-    """Final (or mean fold) objective per swept value, with the folds' standard deviation as
-    error bars; diverged runs as red crosses at the top edge."""
-    points = [(x, score(r, objective), r) for x, r in zip(values, runs, strict=True)]
-    ok = sorted((x, y, score_std(r, objective) or 0.0) for x, y, r in points
-                if not r.diverged and math.isfinite(y))
+    """Final objective per swept value; diverged runs as red crosses at the top edge."""
+    points = [(x, r.metrics.get(objective, math.nan), r) for x, r in zip(values, runs,
+                                                                         strict=True)]
+    ok = sorted((x, y, r.metrics.get(f"{objective}_std", 0.0))
+                for x, y, r in points if not r.diverged and math.isfinite(y))
     ax.errorbar([x for x, _, _ in ok], [y for _, y, _ in ok], yerr=[e for _, _, e in ok],
-                fmt="o-", capsize=4, label=_what(runs, objective))
-    top = max((y for _, y, _ in ok), default=1.0)
+                fmt="o-", capsize=4, label=f"final {objective}" + _spread(runs, objective))
+    ok = [(x, y) for x, y, _ in ok]
+    top = max((y for _, y in ok), default=1.0)
     bad = [(x, y if math.isfinite(y) else top) for x, y, r in points if r.diverged]
     if bad:
         ax.plot([x for x, _ in bad], [y for _, y in bad], "x", color="red", markersize=12,
@@ -80,39 +81,30 @@ def _objective_vs_value(
     if all(x > 0 for x in values):
         ax.set_xscale("log")
     ax.set_xlabel(key)
-    ax.set_ylabel(_what(runs, objective))
+    ax.set_ylabel(f"final {objective}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
 
 
-def _points(ax: Axes, runs: Sequence[RunSummary], objective: str) -> None:
-    """One row per point: mean fold objective +- std; the lowest mean in another colour."""
-    rows = [(i, score(r, objective), score_std(r, objective) or 0.0, r)
-            for i, r in enumerate(runs)]
-    ok = [(i, y, e) for i, y, e, r in rows if not r.diverged and math.isfinite(y)]
-    best = min(ok, key=lambda row: row[1], default=None)
-    ax.errorbar([y for _, y, _ in ok], [i for i, _, _ in ok], xerr=[e for _, _, e in ok],
-                fmt="o", capsize=3, label=_what(runs, objective))
-    if best is not None:
-        ax.errorbar([best[1]], [best[0]], xerr=[best[2]], fmt="o", color="C2", capsize=3,
-                    label="best (lowest mean)")
-    bad = [i for i, _, _, r in rows if r.diverged]
-    if bad:
-        edge = max((y + e for _, y, e in ok), default=1.0)
-        ax.plot([edge] * len(bad), bad, "x", color="red", markersize=10, markeredgewidth=2.5,
-                label="diverged")
-    ax.set_yticks(range(len(runs)), [_label(r) for r in runs], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel(_what(runs, objective))
-    ax.grid(alpha=0.3, axis="x")
-    ax.legend(fontsize=8)
+def _spread(runs: Sequence[RunSummary], objective: str) -> str:
+    return " (mean ± std over folds)" if any(f"{objective}_std" in r.metrics for r in runs) else ""
 
 
-def _what(runs: Sequence[RunSummary], objective: str) -> str:
-    folds = {r.params.get("train.cv_folds") for r in runs} - {None, "None"}
-    if folds:
-        return f"mean {objective} over {'/'.join(sorted(folds))} CV folds (bars: std)"
-    return f"final {objective}"
+def _objective_per_point(ax: Axes, runs: Sequence[RunSummary], objective: str) -> None:
+    """One error bar per sweep point (several swept keys): mean ± std of the folds."""
+    shown = [r for r in runs
+             if not r.diverged and math.isfinite(r.metrics.get(objective, math.nan))]
+    ax.errorbar(range(len(shown)), [r.metrics[objective] for r in shown],
+                yerr=[r.metrics.get(f"{objective}_std", 0.0) for r in shown], fmt="o", capsize=4)
+    if shown:
+        best = min(range(len(shown)), key=lambda i: shown[i].metrics[objective])
+        ax.plot(best, shown[best].metrics[objective], "*", color="gold", markersize=16,
+                markeredgecolor="black", label="best (refit on all training data)")
+        ax.legend(fontsize=8)
+    ax.set_xticks(range(len(shown)), [r.name for r in shown], rotation=60, ha="right",
+                  fontsize=7)
+    ax.set_ylabel(f"{objective} (mean ± std over folds)")
+    ax.grid(alpha=0.3, axis="y")
 
 
 def _numeric_values(runs: Sequence[RunSummary], keys: Sequence[str]) -> list[float] | None:

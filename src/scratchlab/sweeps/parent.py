@@ -23,6 +23,7 @@ from scratchlab.tracking.store import connect
 SWEEP_FILE = "sweep.json"
 TAG_SWEEP_ID = "sweep_id"
 TAG_ROLE = "sweep_role"
+ROLE_REFIT = "refit"  # the best point trained again on all the training data (cross-validation)
 TAG_JOB = "job_num"
 TAG_KEYS = "sweep_keys"
 

@@ -1,60 +1,52 @@
-"""The end of a cross-validated sweep: its best point refit and tested once.
+"""The refit of a cross-validated sweep: its best point trained once on all the training data
+and scored once on the test split, as ``GridSearchCV(refit=True)`` does.
 
-As ``GridSearchCV(refit=True)``: once every point is scored by k-fold cross-validation (on the
-training split only), the point with the lowest mean fold objective is trained again on the
-whole training split, with the config its child logged (``train.cv_folds`` set to null), and
-evaluated on the test split, once. The refit is a run of its own under the sweep's parent,
-tagged ``refit=true``, ``sweep_role=refit`` and ``refit_of=<best child>``; the parent links it
-(tag ``refit_run_id``) and carries its test metrics as ``refit_test_*``. Sweeps without
-cross-validation test every child already, and are not refit.
+It runs when the sweep ends, in the process that started it, as a child run of the parent
+tagged ``sweep_role=refit`` (left out of the comparison of the points); the parent gets its id
+and test metrics.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import tempfile
 from pathlib import Path
 
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, RunTag
-from mlflow.utils.time import get_current_time_millis
 
 from scratchlab.config import validate
+from scratchlab.crossval import refit_config, refit_splits
 from scratchlab.data.registry import data_config
-from scratchlab.io import read_json
-from scratchlab.runs import RUN_FILE
-from scratchlab.sweeps.parent import TAG_ROLE, TAG_SWEEP_ID, SweepInfo
+from scratchlab.job import run_job
+from scratchlab.prepare import prepare_data
+from scratchlab.sweeps.parent import ROLE_REFIT, TAG_ROLE, TAG_SWEEP_ID
 from scratchlab.sweeps.summaries import RunSummary
-from scratchlab.tracking.retry import with_retry
 
-TAG_REFIT = "refit_run_id"
-
-
-def cross_validated(run: RunSummary | None) -> bool:
-    return run is not None and run.params.get("train.cv_folds") not in (None, "None")
+log = logging.getLogger("scratchlab")
 
 
-def refit_best(info: SweepInfo, best: RunSummary | None, out_dir: Path) -> str | None:
-    """Refit ``best`` (a cross-validated child) into ``out_dir``; its run id, or None when the
-    sweep was not cross-validated or had no best point."""
-    if not cross_validated(best):
-        return None
-    from scratchlab.job import run_config  # training: only when there is something to refit
-
+def refit_best(parent_run_id: str, best: RunSummary, out_dir: Path) -> str:
+    """Train ``best``'s config (from its logged ``config.yaml``) on train+val, test it; return
+    the refit's run id."""
     client = MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
-        logged = client.download_artifacts(best.run_id, "config.yaml", tmp)
-        plain = yaml.safe_load(Path(logged).read_text())
-    plain["train"]["cv_folds"] = None
-    config = validate(plain, data=data_config)
-    tags = {TAG_SWEEP_ID: info.sweep_id, TAG_ROLE: "refit", "refit": "true",
-            "refit_of": best.run_id, "entry_point": "hydra-multirun"}
-    run_config(config, out_dir, run_name=f"refit {best.name}", tags=tags,
-               parent_run_id=info.parent_run_id)
-    refit_id = read_json(out_dir / RUN_FILE)["run_id"]
-    tested = client.get_run(refit_id).data.metrics
-    now = get_current_time_millis()
-    metrics = [Metric(f"refit_{k}", v, now, 0) for k, v in tested.items() if k.startswith("test_")]
-    with_retry(lambda: client.log_batch(info.parent_run_id, metrics=metrics,
-                                        tags=[RunTag(TAG_REFIT, refit_id)]), "link refit run")
-    return refit_id
+        logged = yaml.safe_load(Path(client.download_artifacts(best.run_id, "config.yaml",
+                                                               tmp)).read_text())
+    config = refit_config(validate(logged, data=data_config))
+    splits, manifest = prepare_data(config)
+    sweep_id = client.get_run(parent_run_id).data.tags.get(TAG_SWEEP_ID, "")
+    tags = {TAG_ROLE: ROLE_REFIT, TAG_SWEEP_ID: sweep_id, "refit_of": best.run_id,
+            "entry_point": "hydra-multirun"}
+    run_job(config, refit_splits(splits), manifest, out_dir, run_name=f"refit: {best.name}",
+            tags=tags, parent_run_id=parent_run_id)
+    refit = json.loads((out_dir / "run.json").read_text())["run_id"]
+    metrics = client.get_run(refit).data.metrics
+    client.set_tag(parent_run_id, "refit_run_id", refit)
+    for key in ("test_accuracy", "test_loss", "test_macro_f1", "test_r2"):
+        if key in metrics:
+            client.log_metric(parent_run_id, f"refit_{key}", metrics[key])
+    log.info("refit of %s on all the training data: %s", best.name,
+             ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test_")))
+    return refit

@@ -21,8 +21,6 @@ from scratchlab.sweeps.summaries import (
     compared_keys,
     parent_run,
     records,
-    score,
-    score_std,
 )
 from scratchlab.tracking.retry import with_retry
 
@@ -38,7 +36,6 @@ class Comparison:
     rows: list[dict]
     best: RunSummary | None
     objective: str
-    refit: str = ""  # a cross-validated sweep's refit run: one line naming it and its test scores
 
 
 def compare(runs: list[RunSummary], keys: list[str], objective: str) -> Comparison:
@@ -60,7 +57,7 @@ def write_comparison(comparison: Comparison, out_dir: Path, title: str) -> list[
         "objective": objective,
         "swept": comparison.keys,
         "best": None if best is None else {"run_id": best.run_id, "run_name": best.name,
-                                           objective: score(best, objective)},
+                                           objective: best.metrics[objective]},
         "runs": [{k: _json_safe(v) for k, v in row.items()} for row in comparison.rows],
     })
     return [out_dir / FIGURE, out_dir / TABLE_CSV, out_dir / TABLE_JSON]
@@ -92,9 +89,7 @@ def report_parent(
     tags, params = [], []
     best = comparison.best
     if best is not None:
-        metrics.append(Metric(f"best_{objective}", score(best, objective), now, step))
-        if score_std(best, objective) is not None:
-            metrics.append(Metric(f"best_{objective}_std", score_std(best, objective), now, step))
+        metrics.append(Metric(f"best_{objective}", best.metrics[objective], now, step))
         for key in ("val_accuracy", "test_accuracy"):
             if key in best.metrics:
                 metrics.append(Metric(f"best_{key}", best.metrics[key], now, step))

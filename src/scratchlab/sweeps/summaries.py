@@ -10,12 +10,11 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from scratchlab.sweeps.parent import TAG_JOB, TAG_KEYS, TAG_ROLE
+from scratchlab.sweeps.parent import ROLE_REFIT, TAG_JOB, TAG_KEYS, TAG_ROLE
 
 CURVES = ("loss", "val_loss")
-METRICS = ("loss", "val_loss", "accuracy", "val_accuracy", "test_loss", "test_accuracy",
-           "test_macro_f1", "cv_val_loss_mean", "cv_val_loss_std", "cv_val_accuracy_mean",
-           "cv_val_accuracy_std")
+METRICS = ("loss", "val_loss", "val_loss_std", "accuracy", "val_accuracy", "val_accuracy_std",
+           "test_loss", "test_accuracy", "test_macro_f1")
 
 
 @dataclass
@@ -37,14 +36,14 @@ def parent_run(run_id: str) -> Run:
 
 
 def children(parent: Run, with_curves: bool = True) -> list[RunSummary]:
-    """The parent's child runs, in job order (its refit run, if any, is not one of them)."""
+    """The parent's child runs (the sweep's points, not its refit), in job order."""
     runs = mlflow.search_runs(
         experiment_ids=[parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
         output_format="list",
         max_results=10_000,
     )
-    runs = [r for r in runs if r.data.tags.get(TAG_ROLE) != "refit"]
+    runs = [run for run in runs if run.data.tags.get(TAG_ROLE) != ROLE_REFIT]
     return sorted(summarize(runs, with_curves), key=lambda r: (r.job_num is None, r.job_num or 0))
 
 
@@ -83,24 +82,14 @@ def varying_params(runs: Sequence[RunSummary]) -> list[str]:
     return [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
 
 
-def score(run: RunSummary, objective: str) -> float:
-    """The run's ``objective``: its cross-validated mean (``cv_<objective>_mean``) when it was
-    cross-validated, else its final value; NaN when it has neither."""
-    return run.metrics.get(f"cv_{objective}_mean", run.metrics.get(objective, math.nan))
-
-
-def score_std(run: RunSummary, objective: str) -> float | None:
-    """The standard deviation over the folds of a cross-validated run's objective."""
-    return run.metrics.get(f"cv_{objective}_std")
-
-
 def best_run(runs: Sequence[RunSummary], objective: str) -> RunSummary | None:
-    """The finished, non-diverged run with the lowest finite :func:`score`."""
+    """The finished, non-diverged run with the lowest finite ``objective``."""
     candidates = [
         r for r in runs
-        if r.status == "FINISHED" and not r.diverged and math.isfinite(score(r, objective))
+        if r.status == "FINISHED" and not r.diverged
+        and math.isfinite(r.metrics.get(objective, math.nan))
     ]
-    return min(candidates, key=lambda r: score(r, objective), default=None)
+    return min(candidates, key=lambda r: r.metrics[objective], default=None)
 
 
 def records(runs: Sequence[RunSummary], keys: Sequence[str]) -> list[dict]:

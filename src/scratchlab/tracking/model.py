@@ -8,6 +8,7 @@ predictions bit-identical to ``Network.predict``. Requirements are pinned explic
 inferred, which would spawn a slow subprocess.
 """
 
+import ast
 import tempfile
 from pathlib import Path
 
@@ -16,11 +17,34 @@ import numpy
 import pandas
 from mlflow.models import infer_signature
 
+from scratchlab.nn import functional
 from scratchlab.nn.network import Network
 from scratchlab.nn.persistence import save_network
 
 _MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+_FUNCTIONAL = Path(functional.__file__)
 _WEIGHTS = "network.npz"  # pyfunc_model.WEIGHTS: the file name the model reads back
+
+
+def model_code() -> str:
+    """``pyfunc_model.py`` with its one scratchlab import replaced by that module's source."""
+    inlined = _FUNCTIONAL.read_text().replace(
+        "from scratchlab.nn.backend import xp", "import numpy as xp")
+    lines = []
+    for line in _MODEL_CODE.read_text().splitlines():
+        if "# INLINED" in line:
+            lines += ["# --- scratchlab/nn/functional.py, inlined ---", inlined.strip(),
+                      "# --- end of scratchlab/nn/functional.py ---"]
+        else:
+            lines.append(line)
+    code = "\n".join(lines) + "\n"
+    imported = {alias.name for node in ast.walk(ast.parse(code))
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(ast.parse(code))
+                 if isinstance(node, ast.ImportFrom)}
+    if any(name.split(".")[0] == "scratchlab" for name in imported):
+        raise RuntimeError("the logged model code would import scratchlab")
+    return code
 
 
 def log_pyfunc_model(net: Network, name: str = "model", input_example=None):
@@ -37,9 +61,11 @@ def log_pyfunc_model(net: Network, name: str = "model", input_example=None):
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "network"
         save_network(net, directory / _WEIGHTS)
+        code = Path(tmp) / _MODEL_CODE.name
+        code.write_text(model_code())
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=str(_MODEL_CODE),
+            python_model=str(code),
             artifacts={"network": str(directory)},
             signature=signature,
             input_example=input_example,

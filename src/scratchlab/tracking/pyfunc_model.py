@@ -1,10 +1,12 @@
 """The model-from-code file MLflow stores with every logged network and runs to load it.
 
-MLflow copies this file into the model directory and executes it on load (instead of
-unpickling an object, which could run arbitrary code). It is self-contained: it imports only
-the standard library, NumPy and MLflow (the model's pinned requirements, with pandas), never
-``scratchlab``, so the logged model loads and serves in any Python that has those, e.g.
-``mlflow models serve --env-manager local`` far from this repository.
+MLflow copies the logged version of this file into the model directory and executes it on
+load (instead of unpickling an object, which could run arbitrary code). That version is
+self-contained: ``scratchlab.tracking.model`` replaces the one ``INLINED`` import below with the
+source of ``scratchlab.nn.functional`` (the activations the layers compute with, written once),
+so it imports only the standard library, NumPy and MLflow (the model's pinned requirements,
+with pandas), never ``scratchlab``, and the logged model loads and serves in any Python that
+has those, e.g. ``mlflow models serve --env-manager local`` far from this repository.
 
 It reads the two files ``save_network`` writes, ``network.npz`` (weights, no pickle) and
 ``network.json`` (the ``NetworkSpec``), and runs the network in inference mode: Dense
@@ -17,34 +19,17 @@ batchnorm, dropout and dtype choice of ``NetworkSpec``.
 """
 
 import json
-import math
 from pathlib import Path
 
 import mlflow
 import numpy as np
 
+from scratchlab.nn.functional import sigmoid, softmax  # INLINED: the logged copy embeds it
+
 WEIGHTS = "network.npz"  # the spec is the sibling network.json
 BATCHNORM_EPS = 1e-5  # scratchlab.nn.layers.BatchNorm's eps
 BATCHNORM_KEYS = ("gamma", "beta", "running_mean", "running_var")
 BATCH_SIZE = 1024  # Network.predict's batch size (BLAS may round differently per shape)
-
-
-def sigmoid(x):
-    """``1 / (1 + exp(-x))`` with ``exp``'s argument clipped below overflow (88 in float32)."""
-    out = np.negative(x)
-    np.minimum(out, math.floor(math.log(np.finfo(x.dtype).max)), out=out)
-    np.exp(out, out=out)
-    out += 1.0
-    np.reciprocal(out, out=out)
-    return out
-
-
-def softmax(x):
-    """Row-wise softmax of ``x - max(x)``, so ``exp`` cannot overflow."""
-    out = x - np.max(x, axis=1, keepdims=True)
-    np.exp(out, out=out)
-    out /= np.sum(out, axis=1, keepdims=True)
-    return out
 
 
 def relu(x):

