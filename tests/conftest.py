@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,18 +19,13 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from servers import MlflowServer, free_port, wait_for  # noqa: F401 (shared with the tests)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SCRATCHLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 SHARED_MNIST = SHARED_DATA / "mnist"
 SHARED_FASHION = SHARED_DATA / "fashion-mnist"
 OUR_PROGRAMS = {"python", "python3", "dvc", "mlflow", "scratchlab"}
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on at 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -115,83 +109,6 @@ def project_env(root: Path, tracking_uri: str) -> dict[str, str]:
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
-
-
-def wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.3):
-    """Poll ``condition`` until it is truthy (returned) or ``timeout_s`` passes (test fails)."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(poll_s)
-
-
-class MlflowServer:
-    """A real ``mlflow server`` on a loopback port, in its own process group; stop and start
-    it again on the same port and store (an outage and a recovery)."""
-
-    HEALTH_WAIT_S = 120  # 5-15 s on 2 busy cores
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> MlflowServer:
-        import urllib.request
-
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.directory / 'server.db'}",
-             "--artifacts-destination", str(self.directory / "server-artifacts")],
-            cwd=self.directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-        def healthy() -> bool:
-            assert self.proc.poll() is None, "mlflow server exited"
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
-                    return resp.status == 200
-            except OSError:
-                return False
-
-        wait_for(healthy, self.HEALTH_WAIT_S, f"mlflow server on {self.url}", poll_s=0.5)
-        return self
-
-    def stop(self) -> None:
-        import signal
-
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def rest(self, endpoint: str, body: dict | None = None, **query: str) -> dict:
-        """GET (``query``) or POST (``body``) ``/api/2.0/mlflow/<endpoint>``."""
-        import json
-        import urllib.parse
-        import urllib.request
-
-        url = f"{self.url}/api/2.0/mlflow/{endpoint}"
-        if body is None:
-            request = urllib.request.Request(f"{url}?{urllib.parse.urlencode(query)}")
-        else:
-            request = urllib.request.Request(url, data=json.dumps(body).encode(),
-                                             headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return json.loads(resp.read())
 
 
 @pytest.fixture

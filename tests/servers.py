@@ -24,6 +24,9 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 PG_MISSING = ("PostgreSQL server binaries (initdb, pg_ctl) not found: "
               "apt-get install postgresql (Debian/Ubuntu), or put them on PATH")
@@ -39,16 +42,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(ready: Callable[[], bool], timeout_s: float, what: str,
-               alive: Callable[[], bool] = lambda: True, interval_s: float = 0.25) -> None:
-    """Poll ``ready`` until it holds; fail after ``timeout_s`` or as soon as ``alive`` is false."""
+def wait_for(ready: Callable[[], Any], timeout_s: float, what: str,
+             alive: Callable[[], bool] = lambda: True, poll_s: float = 0.25) -> Any:
+    """Poll ``ready`` until it returns something truthy (returned); fail the test after
+    ``timeout_s``, or as soon as ``alive`` says the process it waits for exited."""
     deadline = time.monotonic() + timeout_s
-    while not ready():
+    while True:
+        value = ready()
+        if value:
+            return value
         if not alive():
-            raise RuntimeError(f"{what}: the process exited")
+            pytest.fail(f"{what}: the process exited")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not ready within {timeout_s:.0f} s")
-        time.sleep(interval_s)
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
 
 
 def pg_bin_dir() -> Path | None:
@@ -166,30 +173,12 @@ def stop_group(proc: subprocess.Popen) -> None:
 @contextlib.contextmanager
 def mlflow_server(backend_uri: str, artifacts: Path, log: Path, workers: int = 1,
                   extra: tuple[str, ...] = ()) -> Iterator[str]:
-    """``mlflow server`` on ``backend_uri`` proxying artifacts to ``artifacts``; its URL.
-
-    One worker: with ``--workers`` > 1 uvicorn (0.54) leaves Nagle's algorithm on for every
-    connection (its pre-bound socket has ``proto`` 0, so asyncio skips TCP_NODELAY) and each
-    keep-alive request waits ~44 ms for the client's delayed ACK: 52 ms per MLflow call
-    instead of 7 here (uvicorn issue 3149)."""
-    port = free_port()
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-             "--workers", str(workers), "--backend-store-uri", backend_uri,
-             "--artifacts-destination", str(artifacts), *extra],
-            cwd=artifacts.parent, stdout=out, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    """A started :class:`MlflowServer` on ``backend_uri``, proxying ``artifacts``; its URL."""
+    server = MlflowServer(artifacts.parent, backend_uri, artifacts, log, workers, extra)
     try:
-        wait_until(lambda: _healthy(url), MLFLOW_START_S, f"mlflow server ({log})",
-                   alive=lambda: proc.poll() is None)
-        yield url
+        yield server.start().url
     finally:
-        stop_group(proc)
+        server.stop()
 
 
 @contextlib.contextmanager
@@ -209,7 +198,7 @@ def rclone_s3(directory: Path, key: str, secret: str, log: Path) -> Iterator[str
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
     try:
-        wait_until(listening, RCLONE_START_S, f"rclone serve s3 ({log})",
+        wait_for(listening, RCLONE_START_S, f"rclone serve s3 ({log})",
                    alive=lambda: proc.poll() is None)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -241,3 +230,60 @@ def assert_lock_excludes_other_processes(url: str, hold_s: float = 4.0) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+class MlflowServer:
+    """``mlflow server`` on a loopback port, in its own process group, with the artifact proxy
+    and MLflow's job runners off (they add ~13 s of start-up and a dozen busy processes);
+    stop and start it again on the same port and store (an outage and a recovery). The
+    backend defaults to a SQLite file in ``directory``.
+
+    One worker: with ``--workers`` > 1 uvicorn (0.54) leaves Nagle's algorithm on for every
+    connection (its pre-bound socket has ``proto`` 0, so asyncio skips TCP_NODELAY) and each
+    keep-alive request waits ~44 ms for the client's delayed ACK: 52 ms per MLflow call
+    instead of 7 here (uvicorn issue 3149)."""
+
+    def __init__(self, directory: Path, backend_uri: str | None = None,
+                 artifacts: Path | None = None, log: Path | None = None, workers: int = 1,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.directory = directory
+        self.backend_uri = backend_uri or f"sqlite:///{directory / 'server.db'}"
+        self.artifacts = artifacts or directory / "server-artifacts"
+        self.log, self.workers, self.extra = log, workers, extra
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> MlflowServer:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        with open(self.log or os.devnull, "ab") as out:
+            self.proc = subprocess.Popen(
+                [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+                 "--port", str(self.port), "--workers", str(self.workers),
+                 "--backend-store-uri", self.backend_uri,
+                 "--artifacts-destination", str(self.artifacts), *self.extra],
+                cwd=self.directory, stdout=out, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,
+            )
+        wait_for(lambda: _healthy(self.url), MLFLOW_START_S, f"mlflow server on {self.url}",
+                 alive=lambda: self.proc.poll() is None, poll_s=0.5)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc)
+
+    def rest(self, endpoint: str, body: dict | None = None, **query: str) -> dict:
+        """GET (``query``) or POST (``body``) ``/api/2.0/mlflow/<endpoint>``."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        url = f"{self.url}/api/2.0/mlflow/{endpoint}"
+        if body is None:
+            request = urllib.request.Request(f"{url}?{urllib.parse.urlencode(query)}")
+        else:
+            request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return json.loads(resp.read())

@@ -39,6 +39,9 @@ def _ui(args: argparse.Namespace) -> None:
     print(f"training runs of experiment {args.experiment!r}: {url}", flush=True)
     if args.open:
         ui.open_when_up(url)
+    # MLflow 3's job runners serve its GenAI features, not training runs: without them the UI
+    # starts in ~7 s instead of ~20 s, without a dozen busy processes. The user's choice wins.
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     # this environment's MLflow, whether or not its bin/ is on PATH
     os.execv(sys.executable, [sys.executable, "-m", *command])
 
