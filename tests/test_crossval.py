@@ -82,3 +82,31 @@ def test_a_cross_validated_grid_sweep_refits_its_best_point(tmp_path) -> None:
     assert len(rows) == 4 and all(row["val_loss_std"] for row in rows)
     table = json.loads((sweep_dir / "comparison" / "runs.json").read_text())
     assert table["best"]["run_id"] == best.info.run_id
+
+
+def test_compare_names_the_refit_under_the_points(tracking_uri) -> None:
+    """`scratchlab compare` prints the refit run and its test scores after the table of points
+    (the refit itself is not a point)."""
+    from mlflow import MlflowClient
+
+    from scratchlab.sweeps.compare import gather_runs, table_text
+
+    client = MlflowClient()
+    experiment = client.create_experiment("cv")
+    parent = client.create_run(experiment, tags={"sweep_role": "parent",
+                                                 "sweep_keys": "optimizer.lr"}).info.run_id
+    child = client.create_run(experiment, run_name="optimizer.lr=0.1", tags={
+        "mlflow.parentRunId": parent, "sweep_role": "child", "job_num": "0"}).info.run_id
+    client.log_param(child, "optimizer.lr", "0.1")
+    client.log_metric(child, "val_loss", 0.3)
+    client.log_metric(child, "val_loss_std", 0.02)
+    client.set_terminated(child)
+    refit = client.create_run(experiment, tags={"mlflow.parentRunId": parent,
+                                                "sweep_role": "refit"}).info.run_id
+    client.set_tag(parent, "refit_run_id", refit)
+    client.log_metric(parent, "refit_test_accuracy", 0.93)
+    comparison = gather_runs("cv", parent, False, "val_loss")
+    assert [r.run_id for r in comparison.runs] == [child]
+    assert table_text(comparison).splitlines()[-1] == (
+        f"refit of the best point on all the training data: run {refit[:8]}, tested once: "
+        "test_accuracy 0.9300")

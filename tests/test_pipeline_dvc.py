@@ -134,6 +134,31 @@ def test_reproduce_refuses_uncommitted_or_unknown_code(project) -> None:
         assert done.returncode == 6 and len(errors) == 1 and why in errors[0], done.stderr
 
 
+def test_reproduce_refuses_data_it_cannot_match_before_training(project) -> None:
+    """A run whose manifest names files that neither a local copy nor the fetch gives: one
+    line naming its dataset_sha256, exit 6."""
+    from scratchlab.reproduce import dataset_digest
+
+    root, env, uri = project
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("refused-data")
+    manifest = {"name": "digits", "files": {"digits.npz": {"sha256": "0" * 64, "bytes": 1}},
+                "source": {"loader": "sklearn.datasets.load_digits"}}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    run = client.create_run(experiment, tags={"git_commit": head,
+                                              "dataset_sha256": dataset_digest(manifest)})
+    run_id = run.info.run_id
+    client.log_dict(run_id, yaml.safe_load((root / "params.yaml").read_text()), "config.yaml")
+    client.log_dict(run_id, manifest, "data/manifest.json")
+    client.log_artifact(run_id, str(root / "models" / "model.npz"), "weights")
+    client.set_terminated(run_id)
+    done = _reproduce(root, env, run_id)
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert done.returncode == 6 and len(errors) == 1, done.stderr
+    assert f"dataset_sha256 {dataset_digest(manifest)[:12]}) is not available" in errors[0]
+
+
 def _status(root: Path, env: dict[str, str]) -> set[str]:
     """The stages `dvc status` calls changed."""
     return set(json.loads(_dvc(root, env, "status", "--json") or "{}"))

@@ -89,12 +89,13 @@ def reproduce(run_id: str) -> Reproduction:
         manifest = json.loads(logged["data/manifest.json"].read_text())
         _seed_raw_data(manifest, tree / "data" / "raw")
         _write_params(logged["config.yaml"], tree / "params.yaml")
-        _run_stages(run_id, tree, tmp / "store")
+        _run_stages(run_id, tree, tmp / "store", STAGES[:1])
         fetched = json.loads((tree / "data" / "raw" / "manifest.json").read_text())
-        if dataset_digest(fetched) != run.data.tags.get("dataset_sha256"):
+        if dataset_digest(fetched) != run.data.tags.get("dataset_sha256"):  # before training
             raise NotReproducible(f"run {run_id}: its data (dataset_sha256 "
                                   f"{run.data.tags.get('dataset_sha256', '?')[:12]}) is not "
                                   f"available; the fetch gave {dataset_digest(fetched)[:12]}")
+        _run_stages(run_id, tree, tmp / "store", STAGES[1:])
         weight_diff = _max_diff(logged["weights/model.npz"], tree / "models" / "model.npz")
         metrics = json.loads((tree / "reports" / "metrics.json").read_text())
     diffs = {key: abs(value - run.data.metrics[key]) for key, value in metrics.items()
@@ -157,11 +158,11 @@ def _write_params(logged_config: Path, params: Path) -> None:
     params.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
-def _run_stages(run_id: str, tree: Path, store: Path) -> None:
+def _run_stages(run_id: str, tree: Path, store: Path, stages: tuple[str, ...]) -> None:
     env = {**os.environ, "SCRATCHLAB_ROOT": str(tree),
            "PYTHONPATH": os.pathsep.join([str(tree / "src"), os.environ.get("PYTHONPATH", "")]),
            "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
-    for stage in STAGES:
+    for stage in stages:
         done = subprocess.run([sys.executable, "-m", f"scratchlab.stages.{stage}"], cwd=tree,
                               env=env, capture_output=True, text=True, timeout=STAGE_TIMEOUT_S)
         if done.returncode != 0:

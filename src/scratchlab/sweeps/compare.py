@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
 from scratchlab.errors import TrackingError
@@ -42,7 +43,9 @@ def gather_runs(experiment: str, parent: str | None, latest: bool, objective: st
         except MlflowException as exc:
             raise TrackingError(f"--parent {parent}: no such run in the store") from exc
         runs = children(run)
-        return compare(runs, compared_keys(run, runs), objective)
+        comparison = compare(runs, compared_keys(run, runs), objective)
+        comparison.refit = refit_line(run)
+        return comparison
     found = mlflow.search_runs(
         experiment_ids=[experiment_id], filter_string=f"tags.{TAG_ROLE} != 'parent'",
         order_by=["attributes.start_time ASC"], max_results=MAX_RUNS, output_format="list",
@@ -53,6 +56,17 @@ def gather_runs(experiment: str, parent: str | None, latest: bool, objective: st
     )
     runs = summarize(found)
     return compare(runs, varying_params(runs), objective)
+
+
+def refit_line(parent: Run) -> str:
+    """Where a cross-validated sweep's best point went: its refit run and test scores."""
+    refit = parent.data.tags.get("refit_run_id")
+    if not refit:
+        return ""
+    tested = ", ".join(f"{k.removeprefix('refit_')} {v:.4f}"
+                       for k, v in sorted(parent.data.metrics.items()) if k.startswith("refit_"))
+    return (f"refit of the best point on all the training data: run {refit[:8]}, tested once: "
+            f"{tested}")
 
 
 def table_text(comparison: Comparison) -> str:
@@ -66,4 +80,5 @@ def table_text(comparison: Comparison) -> str:
     columns = ["", "run_name", "run_id", "status", "diverged", *comparison.keys,
                *(m for m in SHOWN_METRICS if m in frame)]
     with pd.option_context("display.width", 200, "display.max_columns", 50):
-        return frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+        text = frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    return f"{text}\n{comparison.refit}" if comparison.refit else text

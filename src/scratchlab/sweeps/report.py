@@ -36,6 +36,7 @@ class Comparison:
     rows: list[dict]
     best: RunSummary | None
     objective: str
+    refit: str = ""  # a cross-validated sweep's refit: one line naming it and its test scores
 
 
 def compare(runs: list[RunSummary], keys: list[str], objective: str) -> Comparison:
