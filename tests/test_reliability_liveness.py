@@ -112,3 +112,27 @@ def test_heartbeat_is_refreshed_while_the_run_lives(client: mlflow.MlflowClient)
         wait_for(lambda: int(client.get_run(run_id).data.tags[liveness.HEARTBEAT]) > first, 30,
                  "a heartbeat")
     assert os.getpid() == int(client.get_run(run_id).data.tags[liveness.PID])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_a_library_reports_as_its_own_error_still_ends_the_run_killed(
+        client: mlflow.MlflowClient, sig: int) -> None:
+    """A signal landing inside a C extension can surface as that library's error: seen in CI,
+    SIGTERM during matplotlib's Agg draw came out as ``ValueError: Invalid bounding box``, the
+    run ended FAILED and the worker exited 1 instead of 130 (its trial not re-queued)."""
+    from scratchlab.tracking.run import ended_run
+
+    experiment = client.get_experiment_by_name("Default").experiment_id
+    with pytest.raises(KeyboardInterrupt) as raised:
+        with ended_run(experiment_id=experiment, run_name="drawing") as run:
+            try:
+                signal.raise_signal(sig)
+            except KeyboardInterrupt:  # what the renderer's error path does with it
+                raise ValueError("Invalid bounding box") from None
+    assert isinstance(raised.value.__cause__, ValueError)
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
+
+    with pytest.raises(ValueError):  # no interrupt: the error is the error, the run FAILED
+        with ended_run(experiment_id=experiment, run_name="broken") as run:
+            raise ValueError("Invalid bounding box")
+    assert client.get_run(run.info.run_id).info.status == "FAILED"

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 
 from scratchlab.errors import DivergedError, ScratchlabError
-from scratchlab.signals import sigterm_as_interrupt
+from scratchlab.signals import interrupt_mark, interrupted_since, sigterm_as_interrupt
 
 log = logging.getLogger("scratchlab")
 
@@ -44,9 +44,16 @@ def report(exc: BaseException) -> None:
 def run_main(main: Callable[[], object]) -> None:
     """Run ``main``; an expected error becomes one logged line and its exit code."""
     setup_logging()
+    mark = interrupt_mark()
     try:
         with sigterm_as_interrupt():
             main()
-    except EXPECTED as exc:
+    except Exception as exc:
+        error = interrupted_since(mark, exc)  # an interrupt a library reported as its own error
+        if not isinstance(error, EXPECTED):
+            raise
+        report(error)
+        sys.exit(exit_code(error))
+    except KeyboardInterrupt as exc:
         report(exc)
         sys.exit(exit_code(exc))

@@ -1,7 +1,11 @@
 """SIGTERM handled like Ctrl-C, so cleanup code (ending MLflow runs, removing temp files) runs.
 
 ``kill``, ``timeout`` and batch schedulers send SIGTERM; Python's default for it is to die on
-the spot, which would leave MLflow runs RUNNING.
+the spot, which would leave MLflow runs RUNNING. Every interrupt received is counted: a
+KeyboardInterrupt raised while a C extension runs can come out as that library's own error
+(matplotlib's Agg renderer turns it into ``ValueError: Invalid bounding box``), and
+:func:`interrupted_since` lets the code that ends runs and picks exit codes still see an
+interrupt.
 """
 
 from __future__ import annotations
@@ -11,23 +15,45 @@ import signal
 import threading
 from collections.abc import Iterator
 
+_received: list[int] = []  # every Ctrl-C/SIGTERM this process took, in order
+
 
 def _interrupt(signum: int, frame: object) -> None:
+    _received.append(signum)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupt_mark() -> int:
+    """A mark to pass to :func:`interrupted_since` later."""
+    return len(_received)
+
+
+def interrupted_since(mark: int, exc: BaseException) -> BaseException:
+    """``exc``, or a KeyboardInterrupt caused by it when an interrupt arrived after ``mark``
+    (a library turned it into its own error)."""
+    if isinstance(exc, KeyboardInterrupt) or len(_received) == mark:
+        return exc
+    interrupt = KeyboardInterrupt(f"signal {_received[mark]}")
+    interrupt.__cause__ = exc
+    return interrupt
 
 
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Raise KeyboardInterrupt on SIGTERM inside the block (main thread only: elsewhere Python
-    cannot set handlers, and nothing changes)."""
+    """Raise KeyboardInterrupt on SIGTERM, and count it and Ctrl-C, inside the block (main
+    thread only: elsewhere Python cannot set handlers, and nothing changes). An ignored
+    SIGINT (``nohup``, a background job) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt)}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -44,6 +70,7 @@ def deferred_interrupts() -> Iterator[None]:
 
     def hold(signum: int, frame: object) -> None:
         received.append(signum)
+        _received.append(signum)
 
     previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

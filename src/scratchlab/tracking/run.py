@@ -13,7 +13,12 @@ from mlflow.entities import RunTag
 from mlflow.utils.time import get_current_time_millis
 
 from scratchlab.errors import TrackingError
-from scratchlab.signals import deferred_interrupts, sigterm_as_interrupt
+from scratchlab.signals import (
+    deferred_interrupts,
+    interrupt_mark,
+    interrupted_since,
+    sigterm_as_interrupt,
+)
 from scratchlab.tracking.liveness import Heartbeat, owner_tags
 from scratchlab.tracking.outbox import is_outage, outbox_of
 
@@ -30,7 +35,8 @@ def ended_run(
 ) -> Iterator[mlflow.ActiveRun]:
     """Start (or resume ``run_id``) and end the run with the status the block earned.
 
-    Ctrl-C (and SIGTERM, while the run is live) ends it KILLED, any other exception FAILED;
+    Ctrl-C (and SIGTERM, while the run is live) ends it KILLED, even when a library turned
+    the interrupt into its own error (re-raised as KeyboardInterrupt); any other exception FAILED;
     both re-raise so the process still exits non-zero. A SIGKILL leaves no chance to end it:
     the owner tags and the heartbeat let ``liveness.reap`` end it later.
     """
@@ -46,15 +52,15 @@ def ended_run(
             # nothing trained yet, so nothing lost: fail now, as check_store would have
             raise TrackingError(f"{mlflow.get_tracking_uri()}: tracking server unreachable "
                                 f"while starting the run ({_short(exc)})") from exc
+        mark = interrupt_mark()
         try:
             with Heartbeat(run.info.run_id):
                 yield run
-        except KeyboardInterrupt:
-            _end(run, "KILLED", keep_error=True)
-            raise
-        except BaseException:
-            _end(run, "FAILED", keep_error=True)
-            raise
+        except BaseException as exc:
+            error = interrupted_since(mark, exc)
+            _end(run, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED",
+                 keep_error=True)
+            raise error  # noqa: B904 - interrupted_since chains exc as the cause
         _end(run, "FINISHED")
 
 
