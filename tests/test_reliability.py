@@ -380,7 +380,9 @@ def test_interrupted_repro_resumes_and_ends_identical(tmp_path: Path) -> None:
     from conftest import GIT_ENV, copy_repo
 
     root = copy_repo(tmp_path / "project")
-    write_params(root / "params.yaml", ["train.epochs=150", "train.progress=false",
+    # ~5 s of training (2 ms an epoch): the interrupt, sent once the second batch of epoch
+    # metrics is in the store (FLUSH_S = 2 s after the first), lands mid-training
+    write_params(root / "params.yaml", ["train.epochs=2500", "train.progress=false",
                                         "tracking.log_model=false"])
     subprocess.run(["git", "commit", "-qam", "slow training"], cwd=root, check=True,
                    env={**os.environ, **GIT_ENV})
