@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -74,8 +75,9 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return uri
 
 
-def copy_repo(dest: Path) -> Path:
-    """A git repo holding the project's committed-or-staged files as they are on disk now."""
+def copy_repo(dest: Path, params: list[str] | None = None) -> Path:
+    """A git repo holding the project's committed-or-staged files as they are on disk now,
+    with ``params`` (Hydra overrides) written into its committed ``params.yaml``."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=REPO, capture_output=True, text=True, check=True,
@@ -86,10 +88,26 @@ def copy_repo(dest: Path) -> Path:
             target = dest / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, target)
+    if params is not None:
+        from scratchlab.config import write_params
+
+        write_params(dest / "params.yaml", params)
     env = {**os.environ, **GIT_ENV}
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
         subprocess.run(command, cwd=dest, check=True, env=env)
     return dest
+
+
+def epochs_logged(db: Path) -> int:
+    """Epochs a running job has logged to the SQLite store ``db``, read with plain sqlite3: an
+    MLflow client here could race the job's own creation of the store's tables."""
+    if not db.exists():  # connecting would create it, under the job's feet
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=1) as con:
+            return con.execute("SELECT count(*) FROM metrics WHERE key='val_loss'").fetchone()[0]
+    except sqlite3.Error:  # no tables yet, or the job holds a lock
+        return 0
 
 
 def project_env(root: Path, tracking_uri: str) -> dict[str, str]:

@@ -80,18 +80,22 @@ def test_digits(tmp_path: Path) -> None:
 # --- mnist --------------------------------------------------------------------------------------
 
 
+def _tiny_idx_set(seed: int, train: int, test: int) -> dict[str, np.ndarray]:
+    """Random 28x28 images and cycling labels under the official MNIST/Fashion-MNIST names."""
+    rng = np.random.default_rng(seed)
+    return {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": (np.arange(train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": (np.arange(test) % 10).astype(np.uint8),
+    }
+
+
 @pytest.fixture
 def mnist_mirror(tmp_path: Path) -> tuple[Path, dict]:
     """A directory with tiny IDX files under the official MNIST names, and a config for it."""
     mirror = tmp_path / "mirror"
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte.gz": (np.arange(12) % 10).astype(np.uint8),
-        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (5, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte.gz": np.arange(5, dtype=np.uint8),
-    }
-    for name, array in arrays.items():
+    for name, array in _tiny_idx_set(0, train=12, test=5).items():
         write_idx(mirror / name, array)
     cfg = conf("mnist", mirror=str(mirror), base_urls=[])
     for entry in cfg["files"].values():
@@ -309,15 +313,8 @@ def fashion_copy(tmp_path: Path) -> tuple[Path, dict]:
     """Tiny IDX files under Fashion-MNIST's names, recompressed apart from the "official" .gz
     the config's md5s describe, and a config pinning their content."""
     official, copy = tmp_path / "official", tmp_path / "copy"
-    rng = np.random.default_rng(1)
-    arrays = {
-        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (20, 28, 28), dtype=np.uint8),
-        "train-labels-idx1-ubyte.gz": (np.arange(20) % 10).astype(np.uint8),
-        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (10, 28, 28), dtype=np.uint8),
-        "t10k-labels-idx1-ubyte.gz": np.arange(10, dtype=np.uint8),
-    }
     cfg = conf("fashion_mnist", base_urls=[])
-    for name, array in arrays.items():
+    for name, array in _tiny_idx_set(1, train=20, test=10).items():
         write_idx(official / name, array)
         payload = gzip.decompress((official / name).read_bytes())
         copy.mkdir(exist_ok=True)

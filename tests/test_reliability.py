@@ -20,7 +20,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import REPO, project_env
+from conftest import REPO, copy_repo, epochs_logged, project_env
 from scratchlab.config import write_params
 from scratchlab.data.ex3d1 import write_ex3d1
 from scratchlab.data.idx import write_idx
@@ -263,18 +263,6 @@ def test_divergence_stops_and_marks_the_run(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "model.npz").exists()
 
 
-def _epochs_logged(db: Path) -> int:
-    """Epochs a running job has logged, read with plain sqlite3: an MLflow client here could
-    race the job's own creation of the store's tables."""
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return con.execute("SELECT count(*) FROM metrics WHERE key='val_loss'").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_mid_training_ends_the_run_killed(tmp_path: Path, sig: int) -> None:
     args = ["train.epochs=100000", "train.progress=false", f"hydra.run.dir={tmp_path / 'out'}"]
@@ -285,7 +273,7 @@ def test_interrupt_mid_training_ends_the_run_killed(tmp_path: Path, sig: int) ->
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            if _epochs_logged(tmp_path / "store" / "mlflow.db"):
+            if epochs_logged(tmp_path / "store" / "mlflow.db"):
                 break
             time.sleep(0.5)
         else:
@@ -377,22 +365,17 @@ def _lock_without_run_ids(root: Path) -> str:
 
 
 def test_interrupted_repro_resumes_and_ends_identical(tmp_path: Path) -> None:
-    from conftest import GIT_ENV, copy_repo
-
-    root = copy_repo(tmp_path / "project")
     # ~5 s of training (2 ms an epoch): the interrupt, sent once the second batch of epoch
     # metrics is in the store (FLUSH_S = 2 s after the first), lands mid-training
-    write_params(root / "params.yaml", ["train.epochs=2500", "train.progress=false",
-                                        "tracking.log_model=false"])
-    subprocess.run(["git", "commit", "-qam", "slow training"], cwd=root, check=True,
-                   env={**os.environ, **GIT_ENV})
+    root = copy_repo(tmp_path / "project", ["train.epochs=2500", "train.progress=false",
+                                            "tracking.log_model=false"])
     db = root / "mlruns" / "mlflow.db"
     env = project_env(root, f"sqlite:///{db}")
     proc = subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and _epochs_logged(db) < 3:
+        while time.monotonic() < deadline and epochs_logged(db) < 3:
             assert proc.poll() is None, "dvc repro finished before it could be interrupted"
             time.sleep(0.3)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole process group

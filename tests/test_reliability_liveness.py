@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,16 +17,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import REPO, project_env, wait_for
+from conftest import REPO, epochs_logged, project_env, wait_for
 from scratchlab.tracking import liveness
-
-
-def _db_epochs(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return con.execute("SELECT count(*) FROM metrics WHERE key='val_loss'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
 
 
 @pytest.mark.slow
@@ -39,7 +30,7 @@ def test_kill_9_mid_training_then_the_next_command_shows_the_run_ended(tmp_path:
          "tracking.log_model=false", f"hydra.run.dir={tmp_path / 'out'}"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _db_epochs(db) >= 2, 120, "training to log epochs")
+        wait_for(lambda: epochs_logged(db) >= 2, 120, "training to log epochs")
         alive = subprocess.run([sys.executable, "-m", "scratchlab.cli", "reap"], cwd=tmp_path,
                                env=env, capture_output=True, text=True, timeout=120)
         assert alive.returncode == 0 and "0 abandoned runs ended" in alive.stdout, alive.stderr

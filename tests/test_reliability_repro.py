@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GIT_ENV, copy_repo, project_env, wait_for
-from scratchlab.config import write_params
+from conftest import copy_repo, epochs_logged, project_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -47,12 +46,6 @@ def _statuses(db: Path) -> list[str]:
         return [s for (s,) in con.execute("SELECT status FROM runs ORDER BY start_time")]
 
 
-def _epochs(db: Path) -> int:
-    try:
-        with sqlite3.connect(db, timeout=1) as con:
-            return con.execute("SELECT count(*) FROM metrics WHERE key='val_loss'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
 
 
 def _stage_of(dvc: int) -> int:
@@ -67,11 +60,8 @@ def test_signal_to_dvc_repro_stops_the_stage_and_ends_its_run_killed(
         tmp_path: Path, shell: str) -> None:
     if not Path(shell).exists():
         pytest.skip(f"{shell} is not on this machine")
-    root = copy_repo(tmp_path / "project")
-    write_params(root / "params.yaml", ["train.epochs=100000", "train.progress=false",
-                                        "tracking.log_model=false"])
-    subprocess.run(["git", "commit", "-qam", "endless training"], cwd=root, check=True,
-                   env={**os.environ, **GIT_ENV})
+    root = copy_repo(tmp_path / "project", ["train.epochs=100000", "train.progress=false",
+                                            "tracking.log_model=false"])
     db = root / "mlruns" / "mlflow.db"
     env = {**project_env(root, f"sqlite:///{db}"), "SHELL": shell}
     log = tmp_path / "dvc.log"
@@ -81,7 +71,7 @@ def test_signal_to_dvc_repro_stops_the_stage_and_ends_its_run_killed(
                                    stderr=subprocess.STDOUT, start_new_session=True)
         stage = None
         try:
-            wait_for(lambda n=number: db.exists() and _epochs(db) >= n * 2 and
+            wait_for(lambda n=number: epochs_logged(db) >= n * 2 and
                      len(_statuses(db)) == n, 240, "the train stage to log epochs")
             stage = _stage_of(dvc.pid)
             if sig == signal.SIGTERM:

@@ -48,12 +48,9 @@ def run_main(main: Callable[[], object]) -> None:
     try:
         with sigterm_as_interrupt():
             main()
-    except Exception as exc:
+    except BaseException as exc:
         error = interrupted_since(mark, exc)  # an interrupt a library reported as its own error
         if not isinstance(error, EXPECTED):
             raise
         report(error)
         sys.exit(exit_code(error))
-    except KeyboardInterrupt as exc:
-        report(exc)
-        sys.exit(exit_code(exc))

@@ -35,11 +35,8 @@ SHELLS = frozenset({"sh", "dash", "bash", "zsh", "ksh", "mksh", "fish"})
 def stop_with_parent(sig: int = signal.SIGTERM) -> None:
     """Have ``sig`` sent to this process as soon as the process that started it exits."""
     parent = psutil.Process().parent()
-    if parent is None:  # already orphaned
-        os.kill(os.getpid(), sig)
-        return
-    watched = _starter(parent)
-    if watched is None:
+    watched = None if parent is None else _starter(parent)
+    if watched is None:  # the process that started this one is already gone
         os.kill(os.getpid(), sig)
         return
     if watched.pid == parent.pid and sys.platform.startswith("linux") and _prctl_pdeathsig(sig):

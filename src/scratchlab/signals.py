@@ -66,17 +66,13 @@ def deferred_interrupts() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received: list[int] = []
-
-    def hold(signum: int, frame: object) -> None:
-        received.append(signum)
-        _received.append(signum)
-
-    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    mark = interrupt_mark()
+    previous = {sig: signal.signal(sig, lambda signum, frame: _received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if received:
-            raise KeyboardInterrupt(f"signal {received[0]}")
+        if interrupt_mark() > mark:
+            raise KeyboardInterrupt(f"signal {_received[mark]}")
