@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from scratchlab.config import compose, validate
+from scratchlab.core.paths import project_root
 from scratchlab.data.registry import data_config
-from scratchlab.data.splits import Splits
-from scratchlab.paths import project_root
-from scratchlab.prepare import prepare_data
-from scratchlab.trainer import train_network
+from scratchlab.pipeline.prepare import prepare_data
+from scratchlab.pipeline.training import train
+from scratchlab.spec.splits import Splits
 
 
 def train_and_score(overrides: list[str], splits: Splits | None = None) -> dict:
@@ -36,7 +36,7 @@ def train_and_score(overrides: list[str], splits: Splits | None = None) -> dict:
     if splits is None:
         splits, _ = prepare_data(config)
     start = time.perf_counter()
-    trained = train_network(config, splits)
+    trained = train(config, splits)
     seconds = time.perf_counter() - start
     accuracy = float(np.mean(trained.net.predict(splits.test.X).argmax(axis=1) == splits.test.y))
     return {"accuracy": accuracy, "epochs": trained.history.epochs_run, "seconds": seconds,

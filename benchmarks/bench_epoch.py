@@ -28,9 +28,9 @@ import tracemalloc
 
 import numpy as np
 
+from scratchlab.nn.loop import fit
 from scratchlab.nn.network import NetworkSpec, build_network
 from scratchlab.nn.optimizers import make_optimizer
-from scratchlab.nn.training import fit
 
 D_IN, D_HIDDEN, D_OUT, BATCH = 784, 100, 10, 100
 SPEC = NetworkSpec(D_IN, D_OUT, (D_HIDDEN,), "sigmoid", "softmax", "cross_entropy")

@@ -68,9 +68,9 @@ def load(data_dir: Path, n_train: int | None, n_test: int | None) -> dict:
 
 
 def run_scratchlab(data: dict, batch: int, epochs: int, seed: int) -> tuple[float, float]:
+    from scratchlab.nn.loop import fit
     from scratchlab.nn.network import NetworkSpec, build_network
     from scratchlab.nn.optimizers import make_optimizer
-    from scratchlab.nn.training import fit
 
     (X, y), (X_test, y_test) = data["train"], data["test"]
     if "onehot" not in data:

@@ -37,7 +37,8 @@ marks = [("start", time.perf_counter())]
 def mark(name):
     marks.append((name, time.perf_counter()))
 from pathlib import Path
-import scratchlab.train, scratchlab.job, scratchlab.plots, mlflow  # what the app imports
+import scratchlab.train, scratchlab.pipeline.job, scratchlab.pipeline.plots  # the app's imports
+import mlflow
 from scratchlab.config import compose, validate
 from scratchlab.data.registry import data_config
 mark("imports")
@@ -45,23 +46,23 @@ config = validate(compose(sys.argv[2:]), data=data_config)
 from scratchlab.tracking.store import connect
 connect(config.tracking.uri, config.tracking.experiment)
 mark("store")
-from scratchlab.prepare import prepare_data
+from scratchlab.pipeline.prepare import prepare_data
 splits, manifest = prepare_data(config)
 mark("data")
-from scratchlab.evaluation import record_evaluation, test_report, write_reports
-from scratchlab.runs import record_training, title, tracked_run
-from scratchlab.trainer import train_network
+from scratchlab.pipeline.evaluation import record_evaluation, evaluate, write_reports
+from scratchlab.pipeline.record import record_training, title, tracked_run
+from scratchlab.pipeline.training import train
 from scratchlab.tracking.recorder import EpochMetrics
 out = Path(sys.argv[1])
 with tracked_run(config, manifest, out) as recorder:
     mark("logging")
-    trained = train_network(config, splits)
+    trained = train(config, splits)
     mark("training")
     for epoch in range(trained.history.epochs_run):
         EpochMetrics(recorder).on_epoch_end(epoch, {k: v[epoch] for k, v in
                                             trained.history.history.items()}, None, None)
     record_training(recorder, config, trained.net, trained.history, out)
-    evaluation = test_report(trained.net, splits, title(config))
+    evaluation = evaluate(trained.net, splits, title(config))
     files = write_reports(evaluation, out)
     record_evaluation(recorder, evaluation, files, trained.net, None)
     mark("logging")

@@ -210,7 +210,7 @@ def assert_lock_excludes_other_processes(url: str, hold_s: float = 4.0) -> None:
     once the holder lets go."""
     import pytest
 
-    from scratchlab.errors import TrackingError
+    from scratchlab.core.errors import TrackingError
     from scratchlab.sweeps.study import storage_lock
 
     holder = subprocess.Popen(

@@ -1,8 +1,11 @@
-"""The code each DVC stage runs: the static import closure of its entry module.
+"""The code each DVC stage runs: the static import closure of its entry module, as folders.
 
 Every ``import`` statement counts, at module level or inside a function (a lazy import runs
 when the stage does), except those under ``if TYPE_CHECKING:``. Importing ``a.b.c`` also runs
-``a/__init__.py`` and ``a/b/__init__.py``, so those count too. Run this file to print the deps
+``a/__init__.py`` and ``a/b/__init__.py``, so those count too. A stage lists each top-level
+package its closure enters as one folder (``src/scratchlab/nn``: DVC hashes the whole folder)
+and each module of the package root as a file, so the deps stay few while any file the stage
+runs is covered, and a package it never enters is not a dep. Run this file to print the deps
 ``dvc.yaml`` should list (``--write`` puts them there): ``python tests/stage_contracts.py``.
 """
 
@@ -74,6 +77,13 @@ def closure(entry: str) -> set[Path]:
     return {module_file(name).relative_to(REPO) for name in seen if module_file(name)}
 
 
+def dep_units(files: set[Path]) -> set[Path]:
+    """The deps covering ``files``: a root module itself, else its top-level package folder."""
+    root = Path("src") / PACKAGE
+    return {path if path.parent == root else root / path.relative_to(root).parts[0]
+            for path in files}
+
+
 def stage_entries(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, str]:
     """stage name -> the module its ``cmd`` runs with ``python -m``."""
     stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
@@ -86,7 +96,7 @@ def stage_entries(dvc_yaml: Path = REPO / "dvc.yaml") -> dict[str, str]:
 
 
 def code_deps(stage: dict) -> set[Path]:
-    """The source files a dvc.yaml stage lists as deps."""
+    """The source files and folders a dvc.yaml stage lists as deps."""
     return {Path(d) for d in stage.get("deps", []) if str(d).startswith("src/")}
 
 
@@ -103,7 +113,8 @@ def rewrite(dvc_yaml: Path = REPO / "dvc.yaml") -> str:
             continue
         out.append(line)
         if stage in entries and line.strip() == "deps:":
-            pending = [f"      - {path}" for path in sorted(map(str, closure(entries[stage])))]
+            units = dep_units(closure(entries[stage]))
+            pending = [f"      - {path}" for path in sorted(map(str, units))]
     return "\n".join(out) + "\n"
 
 
@@ -114,5 +125,5 @@ if __name__ == "__main__":
         (REPO / "dvc.yaml").write_text(rewrite())
     for stage, entry in stage_entries().items():
         print(f"{stage}:")
-        for path in sorted(closure(entry)):
+        for path in sorted(dep_units(closure(entry))):
             print(f"      - {path}")

@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 from scratchlab.config import compose, load_params, validate, validate_batch_size, write_params
 from scratchlab.config.schema import TrackingConfig, TrainConfig
+from scratchlab.core.errors import ConfigError
+from scratchlab.core.rules import to_plain
 from scratchlab.data.registry import data_config
-from scratchlab.errors import ConfigError
-from scratchlab.rules import to_plain
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from scratchlab.api import config, load_data
-from scratchlab.crossval import (
+from scratchlab.core.errors import ConfigError
+from scratchlab.pipeline.crossval import (
     cross_validate,
     fold_indices,
     fold_splits,
     refit_config,
     refit_splits,
 )
-from scratchlab.errors import ConfigError
 from test_sweep_support import parent_and_children, sweep
 
 

@@ -16,13 +16,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import SHARED_FASHION, SHARED_MNIST
+from scratchlab.core.errors import ConfigError, DataError
 from scratchlab.data.base import RawDataset
 from scratchlab.data.catalog import DATASETS
 from scratchlab.data.download import MIRROR_ENV, file_digest
 from scratchlab.data.ex3d1 import write_ex3d1
 from scratchlab.data.idx import write_idx
 from scratchlab.data.registry import fetch_dataset, load_dataset
-from scratchlab.errors import ConfigError, DataError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "data"
 

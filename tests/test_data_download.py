@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED_MNIST
+from scratchlab.core.errors import DataError
 from scratchlab.data.download import MIRROR_ENV, Checksums, content_digest, fetch_file, file_digest
-from scratchlab.errors import DataError
 
 PAYLOAD = b"scratchlab test payload\n" * 100
 MD5 = hashlib.md5(PAYLOAD).hexdigest()

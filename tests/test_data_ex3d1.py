@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scratchlab.core.errors import DataError
 from scratchlab.data.ex3d1 import ex3d1_image, read_ex3d1, write_ex3d1
-from scratchlab.errors import DataError
 
 
 def workbook(n: int = 4) -> tuple[np.ndarray, np.ndarray]:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scratchlab.core.errors import DataError
 from scratchlab.data.idx import read_idx, write_idx
 from scratchlab.data.tabular import read_table
-from scratchlab.errors import DataError
 
 FUZZ = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

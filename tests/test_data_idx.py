@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_MNIST
+from scratchlab.core.errors import DataError
 from scratchlab.data.idx import read_idx, read_idx_pair, write_idx
-from scratchlab.errors import DataError
 
 MNIST = SHARED_MNIST
 needs_mnist = pytest.mark.skipif(

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchlab.data.npz import save_npz_deterministic
+from scratchlab.core.files import write_npz_atomic
 
 
 def test_round_trip_and_reproducible_bytes(tmp_path: Path) -> None:
@@ -14,8 +14,8 @@ def test_round_trip_and_reproducible_bytes(tmp_path: Path) -> None:
         "images": np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
         "y": np.array([1.5, np.nan]),
     }
-    save_npz_deterministic(tmp_path / "a.npz", **arrays)
-    save_npz_deterministic(tmp_path / "b.npz", **arrays)
+    write_npz_atomic(tmp_path / "a.npz", **arrays)
+    write_npz_atomic(tmp_path / "b.npz", **arrays)
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     # np.savez would stamp the current time here; a fixed stamp keeps bytes stable across runs.
     with zipfile.ZipFile(tmp_path / "a.npz") as zf:
@@ -30,5 +30,5 @@ def test_round_trip_and_reproducible_bytes(tmp_path: Path) -> None:
 
 def test_object_arrays_are_refused_without_leftovers(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        save_npz_deterministic(tmp_path / "a.npz", x=np.array([{"a": 1}], dtype=object))
+        write_npz_atomic(tmp_path / "a.npz", x=np.array([{"a": 1}], dtype=object))
     assert list(tmp_path.iterdir()) == []

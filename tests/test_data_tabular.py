@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scratchlab.core.errors import ConfigError, DataError
 from scratchlab.data.tabular import Table, read_table
-from scratchlab.errors import ConfigError, DataError
 
 
 def write_csv(path: Path, text: str) -> Path:

@@ -21,8 +21,8 @@ from conftest import REPO, project_env
 from scratchlab.config import compose, validate
 from scratchlab.data.ex3d1 import write_ex3d1
 from scratchlab.data.registry import data_config
-from scratchlab.prepare import prepare_data
-from scratchlab.trainer import train_network
+from scratchlab.pipeline.prepare import prepare_data
+from scratchlab.pipeline.training import train
 
 OPTIMIZERS = ("momentum", "sgd", "nesterov", "adagrad", "rmsprop", "adam")
 EPOCHS = 12  # every false alarm the old rule raised came within the first 8 epochs
@@ -91,7 +91,7 @@ def _config(overrides: list[str]):
 def _train(overrides: list[str], raw_dir: Path, splits=None):
     config = _config(overrides)
     splits = splits or prepare_data(config, raw_dir=raw_dir)[0]
-    return train_network(config, splits).history
+    return train(config, splits).history
 
 
 @pytest.mark.parametrize("dataset", ["digits", "ex3d1", "easy", "iris", "wine", "breast_cancer",

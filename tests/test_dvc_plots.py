@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 from conftest import REPO
-from scratchlab.evaluation import classification_scores
+from scratchlab.pipeline.evaluation import classification_scores
 
 PLOTS = {name: spec for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]
          for name, spec in entry.items()}

@@ -17,9 +17,9 @@ from sklearn.metrics import (
 )
 
 from scratchlab.api import config
-from scratchlab.errors import DivergedError
-from scratchlab.evaluation import classification_scores, regression_scores
-from scratchlab.job import run_config
+from scratchlab.core.errors import DivergedError
+from scratchlab.pipeline.evaluation import classification_scores, regression_scores
+from scratchlab.pipeline.job import run_config
 from scratchlab.sweeps.compare import table_text
 from scratchlab.sweeps.parent import child_tags, start_parent
 from scratchlab.sweeps.report import parent_status, report_parent

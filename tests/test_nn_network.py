@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from scratchlab.config import compose, validate
-from scratchlab.errors import DataError
+from scratchlab.core.errors import DataError
 from scratchlab.nn.layers import BatchNorm, Dense, Dropout, ReLU, Sigmoid
 from scratchlab.nn.losses import MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy
 from scratchlab.nn.network import NetworkSpec, build_network
@@ -184,7 +184,7 @@ def test_params_are_views_of_the_flat_vectors():
 def test_save_failure_names_the_path_and_leaves_old_files(tmp_path, monkeypatch):
     import os
 
-    from scratchlab.errors import ScratchlabError
+    from scratchlab.core.errors import ScratchlabError
 
     net = build_network(NetworkSpec(3, 2), np.random.default_rng(0))
     save_network(net, tmp_path / "model.npz")
@@ -198,3 +198,14 @@ def test_save_failure_names_the_path_and_leaves_old_files(tmp_path, monkeypatch)
     with pytest.raises(ScratchlabError, match=r"model\.npz: cannot write \(No space left"):
         save_network(other, tmp_path / "model.npz")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp files left
+
+
+def test_the_engine_builds_every_name_its_spec_allows():
+    """``scratchlab.spec.network`` lists the choices; the engine has a class or function for
+    each, and nothing more."""
+    from scratchlab.nn import initializers, network
+    from scratchlab.spec import network as spec
+
+    assert set(network.ACTIVATIONS) == set(spec.ACTIVATIONS)
+    assert set(network.OUTPUTS) == set(spec.OUTPUTS)
+    assert set(initializers.BY_NAME) == set(spec.INITIALIZERS)

@@ -1,13 +1,13 @@
-"""fit/evaluate/History: learning, early stopping, divergence, determinism."""
+"""fit/measure/History: learning, early stopping, divergence, determinism."""
 
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
 from scratchlab.nn.callbacks import DivergenceGuard, EarlyStopping, EpochEnd, History
+from scratchlab.nn.loop import fit, measure
 from scratchlab.nn.network import NetworkSpec, build_network
 from scratchlab.nn.optimizers import make_optimizer
-from scratchlab.nn.training import evaluate, fit
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_digits_sigmoid_net_learns_fast(digits):
     assert history.history["val_accuracy"][-1] > 0.9
     assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert history.epochs_run == 15 and not history.diverged and not history.stopped_early
-    assert evaluate(net, Xv, Yv)["accuracy"] == history.history["val_accuracy"][-1]
+    assert measure(net, Xv, Yv)["accuracy"] == history.history["val_accuracy"][-1]
 
 
 def small_problem(n=60, d=5, k=3, seed=0):
@@ -123,7 +123,7 @@ def test_regression_history_has_no_accuracy():
     assert set(history.history) == {"loss", "val_loss"}
     assert history.history["val_loss"][-1] < 1e-3 * history.history["val_loss"][0]
     np.testing.assert_allclose(net.params["dense1.W"][:, 0], np.arange(1, 6), atol=0.05)
-    assert set(evaluate(net, X, T)) == {"loss"}
+    assert set(measure(net, X, T)) == {"loss"}
 
 
 def test_progress_bar_shows_metrics(capsys):

@@ -14,10 +14,10 @@ from threadpoolctl import threadpool_limits
 
 from conftest import REPO, SHARED_MNIST, project_env
 from scratchlab.api import config
+from scratchlab.core.numerics import numeric_environment
 from scratchlab.data.idx import write_idx
-from scratchlab.data.splits import Split, Splits
-from scratchlab.numerics import numeric_environment
-from scratchlab.trainer import train_network
+from scratchlab.pipeline.training import train
+from scratchlab.spec.splits import Split, Splits
 
 
 def _mnist_shaped(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -38,7 +38,7 @@ def _weights(deterministic: bool, threads: int) -> np.ndarray:
     cfg = config("train.epochs=2", "train.batch_size=100", "optimizer=sgd",
                  "train.progress=false", f"train.deterministic={str(deterministic).lower()}")
     with threadpool_limits(limits=threads, user_api="blas"):
-        return train_network(cfg, _splits()).net.flat_params.copy()
+        return train(cfg, _splits()).net.flat_params.copy()
 
 
 def test_deterministic_weights_do_not_depend_on_the_thread_count() -> None:

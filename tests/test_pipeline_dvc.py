@@ -137,7 +137,7 @@ def test_reproduce_refuses_uncommitted_or_unknown_code(project) -> None:
 def test_reproduce_refuses_data_it_cannot_match_before_training(project) -> None:
     """A run whose manifest names files that neither a local copy nor the fetch gives: one
     line naming its dataset_sha256, exit 6."""
-    from scratchlab.reproduce import dataset_digest
+    from scratchlab.pipeline.reproduce import dataset_digest
 
     root, env, uri = project
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -165,8 +165,8 @@ def _status(root: Path, env: dict[str, str]) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["src/scratchlab/data/idx.py", "src/scratchlab/evaluation.py",
-               "src/scratchlab/trainer.py"],
+    "module", ["src/scratchlab/data/idx.py", "src/scratchlab/pipeline/evaluation.py",
+               "src/scratchlab/pipeline/training.py"],
 )
 def test_a_code_edit_marks_exactly_the_stages_that_run_it(project, module: str) -> None:
     root, env, _ = project

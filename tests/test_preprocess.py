@@ -9,7 +9,7 @@ import pytest
 
 from scratchlab.data.base import RawDataset
 from scratchlab.data.preprocess import preprocess, stratified_holdout
-from scratchlab.data.splits import load_splits, save_splits
+from scratchlab.spec.splits import load_splits, save_splits
 
 
 def _raw(n: int = 300, classes: int = 3, test: bool = False) -> RawDataset:
@@ -73,7 +73,7 @@ def test_tables_are_min_max_scaled_per_feature() -> None:
 
 
 def test_too_small_dataset_is_a_clear_error() -> None:
-    from scratchlab.errors import DataError
+    from scratchlab.core.errors import DataError
 
     with pytest.raises(DataError, match="split is empty"):
         preprocess(_raw(n=2, classes=2), **SPLIT)

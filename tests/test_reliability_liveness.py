@@ -18,6 +18,7 @@ import mlflow
 import pytest
 
 from conftest import REPO, epochs_logged, project_env, wait_for
+from scratchlab.core import owner
 from scratchlab.tracking import liveness
 
 
@@ -52,7 +53,7 @@ def test_kill_9_mid_training_then_the_next_command_shows_the_run_ended(tmp_path:
     assert run.info.status == "FAILED" and run.info.end_time is not None
     assert run.data.tags[liveness.ENDED_BY] == "scratchlab reaper"
     assert run.data.tags[liveness.ENDED_AT].startswith(time.strftime("%Y-"))
-    assert int(run.data.tags[liveness.HEARTBEAT]) <= run.info.end_time
+    assert int(run.data.tags[owner.HEARTBEAT]) <= run.info.end_time
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def _running(client: mlflow.MlflowClient, tags: dict[str, str]) -> str:
 def test_owner_rules(client: mlflow.MlflowClient) -> None:
     """Alive: this process; a foreign run with a fresh heartbeat; a run with no owner tags.
     Gone: a dead pid; a live pid whose start time differs (reused); a stale heartbeat."""
-    me = liveness.owner_tags()
+    me = owner.owner_tags()
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         dead = subprocess.Popen(["true"])
@@ -76,12 +77,12 @@ def test_owner_rules(client: mlflow.MlflowClient) -> None:
         old_ms = str(int(time.time() * 1000) - 3_600_000)
         runs = {
             "self": _running(client, me),
-            "foreign-fresh": _running(client, {**me, liveness.MACHINE: "elsewhere"}),
+            "foreign-fresh": _running(client, {**me, owner.MACHINE: "elsewhere"}),
             "untagged": _running(client, {}),
-            "dead-pid": _running(client, {**me, liveness.PID: str(dead.pid)}),
-            "reused-pid": _running(client, {**me, liveness.PID: str(sleeper.pid)}),
-            "foreign-stale": _running(client, {**me, liveness.MACHINE: "elsewhere",
-                                               liveness.HEARTBEAT: old_ms}),
+            "dead-pid": _running(client, {**me, owner.PID: str(dead.pid)}),
+            "reused-pid": _running(client, {**me, owner.PID: str(sleeper.pid)}),
+            "foreign-stale": _running(client, {**me, owner.MACHINE: "elsewhere",
+                                               owner.HEARTBEAT: old_ms}),
         }
         reaped = {r.run_id: r.reason for r in liveness.reap(client, stale_after_s=600)}
     finally:
@@ -97,12 +98,12 @@ def test_owner_rules(client: mlflow.MlflowClient) -> None:
 
 
 def test_heartbeat_is_refreshed_while_the_run_lives(client: mlflow.MlflowClient) -> None:
-    run_id = _running(client, liveness.owner_tags())
-    first = int(client.get_run(run_id).data.tags[liveness.HEARTBEAT])
+    run_id = _running(client, owner.owner_tags())
+    first = int(client.get_run(run_id).data.tags[owner.HEARTBEAT])
     with liveness.Heartbeat(run_id, interval_s=0.2):
-        wait_for(lambda: int(client.get_run(run_id).data.tags[liveness.HEARTBEAT]) > first, 30,
+        wait_for(lambda: int(client.get_run(run_id).data.tags[owner.HEARTBEAT]) > first, 30,
                  "a heartbeat")
-    assert os.getpid() == int(client.get_run(run_id).data.tags[liveness.PID])
+    assert os.getpid() == int(client.get_run(run_id).data.tags[owner.PID])
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

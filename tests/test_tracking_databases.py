@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from scratchlab.errors import TrackingError
-from scratchlab.tracking.store import artifact_location, check_store, database_uri
+from scratchlab.core.errors import TrackingError
+from scratchlab.tracking.store import check_store
+from scratchlab.tracking.uri import artifact_location, database_uri
 from servers import free_port
 
 

@@ -26,15 +26,9 @@ import pytest
 
 from conftest import free_port
 from scratchlab.nn.layers import BatchNorm
-from scratchlab.nn.network import (
-    ACTIVATIONS,
-    DTYPES,
-    LOSSES,
-    OUTPUTS,
-    NetworkSpec,
-    build_network,
-)
+from scratchlab.nn.network import build_network
 from scratchlab.nn.persistence import save_network
+from scratchlab.spec.network import ACTIVATIONS, DTYPES, LOSSES, OUTPUTS, NetworkSpec
 from scratchlab.tracking import pyfunc_model
 from scratchlab.tracking.model import log_pyfunc_model
 

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from scratchlab.errors import ConfigError
+from scratchlab.core.errors import ConfigError
 from scratchlab.sweeps.study import (
     StaleTrials,
     TrialSeededSampler,

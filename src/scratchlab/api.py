@@ -19,13 +19,14 @@ from pathlib import Path
 
 from scratchlab.config import Config, compose, validate
 from scratchlab.data.registry import data_config
-from scratchlab.data.splits import Splits
-from scratchlab.evaluation import Evaluation, record_evaluation, test_report, write_reports
 from scratchlab.nn.callbacks import Callback
 from scratchlab.nn.network import Network
-from scratchlab.prepare import prepare_data
-from scratchlab.runs import record_training, title, tracked_run
-from scratchlab.trainer import Trained, train_network
+from scratchlab.pipeline import evaluation, training
+from scratchlab.pipeline.evaluation import Evaluation, record_evaluation, write_reports
+from scratchlab.pipeline.prepare import prepare_data
+from scratchlab.pipeline.record import record_training, title, tracked_run
+from scratchlab.pipeline.training import Trained, preflight
+from scratchlab.spec.splits import Splits
 
 __all__ = ["config", "evaluate", "load_data", "log", "train"]
 
@@ -41,13 +42,15 @@ def load_data(config: Config) -> Splits:
 
 
 def train(config: Config, splits: Splits, callbacks: Sequence[Callback] = ()) -> Trained:
-    """Build the configured network and train it; ``callbacks`` see every epoch."""
-    return train_network(config, splits, callbacks)
+    """Check the config against the data (batch size, memory), build the configured network
+    and train it; ``callbacks`` see every epoch."""
+    preflight(config, splits)
+    return training.train(config, splits, callbacks)
 
 
 def evaluate(config: Config, net: Network, splits: Splits) -> Evaluation:
     """Test metrics, report files and the confusion matrix (or regression scatter)."""
-    return test_report(net, splits, title(config), config.train.deterministic)
+    return evaluation.evaluate(net, splits, title(config), config.train.deterministic)
 
 
 def log(config: Config, trained: Trained, evaluation: Evaluation,

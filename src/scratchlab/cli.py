@@ -8,10 +8,11 @@ import os
 import sys
 from pathlib import Path
 
-from scratchlab.cli_support import run_main
 from scratchlab.config import write_params
-from scratchlab.errors import ConfigError, ScratchlabError
-from scratchlab.tracking.store import artifact_location, check_store, tracking_uri
+from scratchlab.core.entry import run_main
+from scratchlab.core.errors import ConfigError, ScratchlabError
+from scratchlab.tracking.store import check_store
+from scratchlab.tracking.uri import artifact_location, tracking_uri
 
 
 class GradientCheckFailed(ScratchlabError):
@@ -69,7 +70,7 @@ def _reap(args: argparse.Namespace) -> None:
 
 def _sync(args: argparse.Namespace) -> None:
     """Upload what runs spooled during a tracking outage (mlruns/spool/)."""
-    from scratchlab.tracking.spool import sync
+    from scratchlab.tracking.sync import sync
 
     results = sync(args.spool)
     for run_id, sent, note in results:
@@ -80,7 +81,7 @@ def _sync(args: argparse.Namespace) -> None:
 
 def _reproduce(args: argparse.Namespace) -> None:
     """Print ``identical`` or the differences; differences exit 1."""
-    from scratchlab.reproduce import reproduce
+    from scratchlab.pipeline.reproduce import reproduce
 
     result = reproduce(args.run_id)
     where = f"run {result.run_id} (commit {result.commit[:12]})"
@@ -107,7 +108,7 @@ def _tune(args: argparse.Namespace) -> None:
 
 def _gradcheck(args: argparse.Namespace) -> None:
     """Print the table; fail (exit 1) naming the worst parameter."""
-    from scratchlab.netcheck import gradcheck, table
+    from scratchlab.pipeline.netcheck import gradcheck, table
 
     if not args.tolerance > 0:
         raise ConfigError(f"--tolerance={args.tolerance}: must be > 0")

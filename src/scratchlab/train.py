@@ -21,24 +21,25 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from scratchlab.cli_support import EXPECTED, exit_code, report
 from scratchlab.config import conf_dir, validate
+from scratchlab.core.entry import EXPECTED, exit_code, report
+from scratchlab.core.errors import ScratchlabError
 from scratchlab.data.registry import data_config
-from scratchlab.errors import ScratchlabError
-from scratchlab.sweeps.membership import job_run
-from scratchlab.tracking.store import check_store, tracking_uri
+from scratchlab.sweeps.membership import sweep_membership
+from scratchlab.tracking.store import check_store
+from scratchlab.tracking.uri import tracking_uri
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     try:
-        job = job_run(hydra_cfg)
+        job = sweep_membership(hydra_cfg)
         # What can fail in seconds fails first, before the data, the training and the imports
         # of MLflow and matplotlib: the config values, the tracking store.
         config = validate(cfg, data=data_config)
         check_store(tracking_uri(config.tracking.uri))
-        from scratchlab.job import run_config
+        from scratchlab.pipeline.job import run_config
 
         return run_config(config, Path(hydra_cfg.runtime.output_dir), run_name=job.run_name,
                           tags=job.tags, parent_run_id=job.parent_run_id)

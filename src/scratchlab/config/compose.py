@@ -14,8 +14,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from scratchlab.errors import ConfigError
-from scratchlab.paths import project_root
+from scratchlab.core.errors import ConfigError
+from scratchlab.core.paths import project_root
 
 
 def conf_dir() -> Path:

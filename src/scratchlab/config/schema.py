@@ -1,10 +1,11 @@
 """The typed schema of every config group, and :func:`validate`, the one place it is checked.
 
-Each group is a dataclass whose fields carry the rules of the code that uses them (the engine's
-``NetworkSpec``, optimizers and callbacks, the data layer's datasets), so a rule is written
-once: the engine raises ``ValueError`` naming its argument, this layer ``ConfigError`` naming the
-key. DVC composes ``params.yaml`` in its own process (no Hydra ConfigStore there), so the schema
-is applied here, after composition, by whichever entry point loaded the config.
+Each group is a dataclass whose fields carry the rules the engine checks its arguments with
+(``scratchlab.spec``: architecture, optimizers, training knobs) and those of the data layer's
+datasets, so a rule is written once: the engine raises ``ValueError`` naming its argument, this
+layer ``ConfigError`` naming the key. Nothing here imports the engine. DVC composes
+``params.yaml`` in its own process (no Hydra ConfigStore there), so the schema is applied here,
+after composition, by whichever entry point loaded the config.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.data.base import TEST_FRACTION, DataConfig
-from scratchlab.errors import ConfigError
-from scratchlab.nn.callbacks import DivergenceGuard, EarlyStopping
-from scratchlab.nn.network import NetworkSpec
-from scratchlab.nn.optimizers import HYPERPARAMETERS, OPTIMIZERS, hyperparameters
-from scratchlab.nn.training import BATCH_SIZE, EPOCHS
-from scratchlab.rules import Choice, Flag, Maybe, Number, Text, build, nested, ruled, rules_of
+from scratchlab.core.errors import ConfigError
+from scratchlab.core.rules import Flag, Maybe, Number, Text, build, nested, ruled, rules_of
+from scratchlab.spec.data import FRACTION, DataConfig
+from scratchlab.spec.network import NetworkSpec, check_output_loss
+from scratchlab.spec.optim import check_optimizer
+from scratchlab.spec.training import BATCH_SIZE, EPOCHS, DivergenceSpec, EarlyStoppingSpec
 
 GROUPS = ("data", "model", "optimizer", "train", "tracking")
 
@@ -40,9 +40,10 @@ ModelConfig = _derived(
     extra=(("name", str, ruled(Text(), default="custom")),),
 )
 EarlyStoppingConfig = _derived(
-    "EarlyStoppingConfig", EarlyStopping, extra=(("enabled", bool, ruled(Flag(), default=False)),)
+    "EarlyStoppingConfig", EarlyStoppingSpec,
+    extra=(("enabled", bool, ruled(Flag(), default=False)),),
 )
-_GUARD = rules_of(DivergenceGuard)
+_GUARD = rules_of(DivergenceSpec)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +51,7 @@ class TrainConfig:
     epochs: int = ruled(EPOCHS, default=40)
     batch_size: int = ruled(BATCH_SIZE, default=32)
     seed: int = ruled(Number(0, integer=True), default=0)
-    val_fraction: float = ruled(TEST_FRACTION, default=0.1)
+    val_fraction: float = ruled(FRACTION, default=0.1)
     early_stopping: Any = nested(EarlyStoppingConfig, default_factory=EarlyStoppingConfig)
     divergence_factor: float = ruled(_GUARD["factor"], default=1.5)
     divergence_patience: int = ruled(_GUARD["patience"], default=3)
@@ -82,17 +83,9 @@ class OptimizerConfig:
     def build(cls, values: Any) -> OptimizerConfig:
         if not isinstance(values, Mapping):
             raise TypeError(f"optimizer={values!r} must be a mapping")
-        name = Choice(tuple(OPTIMIZERS)).check("optimizer.name", values.get("name"))
-        allowed = ("name", *hyperparameters(name))
-        for key, value in values.items():
-            if key not in allowed:
-                raise ValueError(f"optimizer.{key}: unknown key for optimizer {name!r}; "
-                                 f"allowed: {', '.join(allowed)}")
-            if key != "name":
-                HYPERPARAMETERS[key].check(f"optimizer.{key}", value)
-        if "lr" not in values:
-            raise ValueError("optimizer.lr: missing (it is required; set optimizer.lr=...)")
-        return cls(name, {k: v for k, v in values.items() if k != "name"})
+        hyper = {k: v for k, v in values.items() if k != "name"}
+        check_optimizer(values.get("name"), hyper, "optimizer.")
+        return cls(values["name"], hyper)
 
 
 @dataclass(frozen=True)
@@ -166,13 +159,15 @@ def _check_task(config: Config) -> None:
     if config.train.cv_folds == 1:
         raise ConfigError("train.cv_folds=1 is not a cross-validation; expected 0 (off) or an "
                           "integer >= 2")
-    task, model = config.data.task, config.model
-    if task == "regression" and (model.output != "linear" or model.loss != "mse"):
+    model = config.model
+    try:
+        check_output_loss(model.output, model.loss)
+    except ValueError as exc:
+        raise ConfigError(f"model.{exc}") from None
+    if config.data.task == "regression" and (model.output != "linear" or model.loss != "mse"):
         raise ConfigError(
             "model.output/model.loss: regression needs output 'linear' and loss 'mse'"
         )
-    if task == "classification" and model.output == "linear":
-        raise ConfigError("model.output='linear' is for regression; use 'softmax' to classify")
 
 
 def validate_batch_size(config: Config, n_train: int) -> None:

@@ -16,25 +16,10 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from scratchlab.errors import DataError
-from scratchlab.rules import Choice, Maybe, Number, Text, ruled
+from scratchlab.core.errors import DataError
+from scratchlab.spec.data import DataConfig
 
-TASKS = ("classification", "regression")
-TEST_FRACTION = Number(0, 1, low_open=True, high_open=True)
 DIGIT_CLASSES = [str(d) for d in range(10)]
-
-
-@dataclass(frozen=True, kw_only=True)
-class DataConfig:
-    """The ``data.*`` keys every dataset has; each dataset's schema adds its own."""
-
-    name: str = ruled(Text())
-    task: str = ruled(Choice(TASKS), default="classification")
-    # Held out for testing; null keeps a dataset's official test split (MNIST).
-    test_fraction: float | None = ruled(Maybe(TEST_FRACTION), default=0.2)
-    # Seeds the test/validation split, apart from train.seed, so runs with different training
-    # seeds are compared on the same held-out samples.
-    split_seed: int = ruled(Number(0, integer=True), default=0)
 
 
 @dataclass(frozen=True)

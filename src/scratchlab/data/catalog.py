@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from scratchlab.core.errors import DataError
+from scratchlab.core.files import write_npz_atomic
+from scratchlab.core.rules import Maybe, Text, TextMap, Texts, nested, ruled, to_plain
 from scratchlab.data.base import (
     DIGIT_CLASSES,
-    TASKS,
-    TEST_FRACTION,
-    DataConfig,
     Dataset,
     RawDataset,
     basename,
@@ -28,9 +28,7 @@ from scratchlab.data.base import (
 )
 from scratchlab.data.download import Checksums, fetch_file, file_digest
 from scratchlab.data.idx import read_idx_pair
-from scratchlab.data.npz import save_npz_deterministic
-from scratchlab.errors import DataError
-from scratchlab.rules import Maybe, Text, TextMap, Texts, nested, ruled, to_plain
+from scratchlab.spec.data import FRACTION, TASKS, DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +56,7 @@ class Digits(Dataset):
         images = digits.images
         if not np.array_equal(images, np.round(images)) or images.min() < 0 or images.max() > 16:
             raise DataError("sklearn load_digits(): expected integer pixel values 0..16")
-        save_npz_deterministic(raw_dir / self.FILE, images=images.astype(np.uint8),
+        write_npz_atomic(raw_dir / self.FILE, images=images.astype(np.uint8),
                                target=digits.target.astype(np.int64))
 
     def load(self, cfg: DataConfig, raw_dir: Path) -> RawDataset:
@@ -102,7 +100,7 @@ class OfficialConfig(DataConfig):
     mirror: str | None = ruled(Maybe(Text()), default=None)
     base_urls: tuple[str, ...] = ruled(Texts(), default=())
     files: OfficialFiles = nested(OfficialFiles)
-    test_fraction: float | None = ruled(Maybe(TEST_FRACTION), default=None)  # official split
+    test_fraction: float | None = ruled(Maybe(FRACTION), default=None)  # official split
 
 
 class OfficialIdx(Dataset):

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from scratchlab.core.errors import DataError
+from scratchlab.core.files import atomic_path
 from scratchlab.data.base import is_url, local_path
-from scratchlab.errors import DataError
-from scratchlab.io import atomic_path
 
 logger = logging.getLogger(__name__)
 

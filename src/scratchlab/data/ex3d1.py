@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from openpyxl.utils import get_column_letter
 
+from scratchlab.core.errors import DataError
+from scratchlab.core.files import atomic_path
 from scratchlab.data.cells import to_float_matrix
-from scratchlab.errors import DataError
-from scratchlab.io import atomic_path
 
 logger = logging.getLogger(__name__)
 

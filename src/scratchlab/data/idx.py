@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scratchlab.errors import DataError
-from scratchlab.io import atomic_path
+from scratchlab.core.errors import DataError
+from scratchlab.core.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

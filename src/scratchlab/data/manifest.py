@@ -10,9 +10,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from scratchlab.core.errors import DataError
+from scratchlab.core.files import atomic_path
 from scratchlab.data.download import file_digest
-from scratchlab.errors import DataError
-from scratchlab.io import atomic_path
 
 logger = logging.getLogger(__name__)
 

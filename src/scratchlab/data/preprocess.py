@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from scratchlab.core.errors import DataError
 from scratchlab.data.base import RawDataset
-from scratchlab.data.splits import Split, Splits
-from scratchlab.errors import DataError
+from scratchlab.spec.splits import Split, Splits
 
 
 def stratified_holdout(

@@ -17,11 +17,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from scratchlab.data.base import DataConfig, Dataset, RawDataset
+from scratchlab.core.errors import ConfigError, DataError
+from scratchlab.core.rules import Choice, build
+from scratchlab.data.base import Dataset, RawDataset
 from scratchlab.data.catalog import DATASETS
 from scratchlab.data.manifest import verify_manifest, write_manifest
-from scratchlab.errors import ConfigError, DataError
-from scratchlab.rules import Choice, build
+from scratchlab.spec.data import DataConfig
 
 logger = logging.getLogger(__name__)
 

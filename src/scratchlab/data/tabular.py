@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from scratchlab.core.errors import ConfigError, DataError
 from scratchlab.data.cells import to_float_matrix
-from scratchlab.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ Gradient checking is ``scratchlab.nn.gradcheck``.
 
 from scratchlab.nn.callbacks import Callback, DivergenceGuard, EarlyStopping, EpochEnd, History
 from scratchlab.nn.layers import BatchNorm, Dense, Dropout, Linear, ReLU, Sigmoid, Softmax, Tanh
+from scratchlab.nn.loop import fit, measure
 from scratchlab.nn.losses import (
     CrossEntropy,
     MeanSquaredError,
@@ -24,12 +25,11 @@ from scratchlab.nn.optimizers import (
     make_optimizer,
 )
 from scratchlab.nn.persistence import load_network, save_network
-from scratchlab.nn.training import evaluate, fit
 
 __all__ = [
     "SGD", "AdaGrad", "Adam", "BatchNorm", "Callback", "CrossEntropy", "Dense",
     "DivergenceGuard", "Dropout", "EarlyStopping", "EpochEnd", "History", "Linear",
     "MeanSquaredError", "Momentum", "Nesterov", "Network", "NetworkSpec", "RMSprop", "ReLU",
     "Sigmoid", "SigmoidCrossEntropy", "Softmax", "SoftmaxCrossEntropy", "Tanh", "build_network",
-    "evaluate", "fit", "load_network", "make_optimizer", "save_network",
+    "fit", "load_network", "measure", "make_optimizer", "save_network",
 ]

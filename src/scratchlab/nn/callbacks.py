@@ -10,10 +10,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from scratchlab.core.rules import rules_of
 from scratchlab.nn.network import Network
-from scratchlab.rules import Choice, Flag, Number, check_fields, ruled
+from scratchlab.spec.training import DivergenceSpec, EarlyStoppingSpec
 
-MONITORS = ("loss", "val_loss", "accuracy", "val_accuracy")
 DIVERGED, STOPPED_EARLY = "diverged", "stopped_early"
 
 
@@ -71,17 +71,17 @@ class EarlyStopping(Callback):
     epochs; with ``restore_best`` the best epoch's weights are put back when training ends
     (stopped early or not). ``*accuracy`` monitors are maximized, ``*loss`` minimized."""
 
-    monitor: str = ruled(Choice(MONITORS), default="val_loss")
-    patience: int = ruled(Number(1, integer=True), default=5)
-    min_delta: float = ruled(Number(0), default=0.0)
-    restore_best: bool = ruled(Flag(), default=True)
+    monitor: str = "val_loss"
+    patience: int = 5
+    min_delta: float = 0.0
+    restore_best: bool = True
     best: float | None = field(default=None, init=False)
     best_epoch: int | None = field(default=None, init=False)
     best_state: dict | None = field(default=None, init=False, repr=False)
     wait: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        check_fields(self)
+        _check(self, EarlyStoppingSpec)
 
     @property
     def maximize(self) -> bool:
@@ -132,12 +132,12 @@ class DivergenceGuard(Callback):
     easy 3-class table); no window of 3 of those epochs averages above 1.25x.
     """
 
-    factor: float = ruled(Number(1), default=1.5)
-    patience: int = ruled(Number(1, integer=True), default=3)
+    factor: float = 1.5
+    patience: int = 3
     recent: list[float] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        check_fields(self)
+        _check(self, DivergenceSpec)
 
     def on_train_begin(self, net: Network, history: History) -> None:
         self.recent = []
@@ -155,3 +155,9 @@ class DivergenceGuard(Callback):
         if reference is None or not reference > 0:
             return False
         return sum(self.recent) / len(self.recent) > self.factor * reference
+
+
+def _check(callback: Callback, spec: type) -> None:
+    """Check the callback's arguments with the rules of its spec (``scratchlab.spec.training``)."""
+    for name, rule in rules_of(spec).items():
+        rule.check(name, getattr(callback, name))

@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy
 
+from scratchlab.core.rules import Choice
 from scratchlab.nn.backend import xp
-from scratchlab.rules import Choice, Number
+from scratchlab.spec.network import INIT_SCALE, INITIALIZERS
 
 Initializer = Callable[[int, int, numpy.random.Generator, str], Any]
 
@@ -58,7 +59,7 @@ def epsilon(fan_in: int, fan_out: int, rng: numpy.random.Generator, dtype: str =
     return U
 
 
-INITIALIZERS: dict[str, Initializer] = {
+BY_NAME: dict[str, Initializer] = {
     "he": he,
     "xavier": xavier,
     "normal": normal,
@@ -66,12 +67,10 @@ INITIALIZERS: dict[str, Initializer] = {
 }
 
 
-INIT_SCALE = Number(0, low_open=True)
-
 
 def get_initializer(name: str, scale: float = 0.01) -> Initializer:
     """The initializer called ``name``; ``scale`` is used only by ``normal``."""
-    Choice(tuple(INITIALIZERS)).check("init", name)
+    Choice(INITIALIZERS).check("init", name)
     if name == "normal":
         return partial(normal, scale=INIT_SCALE.check("init_scale", scale))
-    return INITIALIZERS[name]
+    return BY_NAME[name]

@@ -1,18 +1,13 @@
-"""A feed-forward network assembled from a ``NetworkSpec`` (the ``model.*`` config keys).
+"""A feed-forward network assembled from a ``NetworkSpec`` (``scratchlab.spec.network``).
 
-Layout per hidden layer ``i``: ``dense{i}`` [-> ``batchnorm{i}``] -> activation
-[-> dropout], then a final ``dense{L}`` producing logits, an output activation and a loss.
 Softmax + cross-entropy and sigmoid + cross-entropy are fused into one loss on the logits.
 """
 
-import dataclasses
-from dataclasses import dataclass
-
 import numpy
 
-from scratchlab.errors import DataError
+from scratchlab.core.errors import DataError
 from scratchlab.nn.backend import xp
-from scratchlab.nn.initializers import INIT_SCALE, INITIALIZERS, get_initializer
+from scratchlab.nn.initializers import get_initializer
 from scratchlab.nn.layers import (
     BatchNorm,
     Dense,
@@ -24,67 +19,10 @@ from scratchlab.nn.layers import (
     Tanh,
 )
 from scratchlab.nn.losses import MeanSquaredError, SigmoidCrossEntropy, SoftmaxCrossEntropy
-from scratchlab.rules import Choice, Flag, Number, Sizes, check_fields, ruled
+from scratchlab.spec.network import NetworkSpec
 
 ACTIVATIONS = {"sigmoid": Sigmoid, "relu": ReLU, "tanh": Tanh, "linear": Linear}
 OUTPUTS = {"softmax": Softmax, "sigmoid": Sigmoid, "linear": Linear}
-LOSSES = ("cross_entropy", "mse")
-DTYPES = ("float32", "float64")
-
-
-@dataclass(frozen=True)
-class NetworkSpec:
-    """Architecture and regularization of a network; checked on construction.
-
-    Its field rules are also the ``model.*`` config rules (``scratchlab.config.schema``).
-    """
-
-    input_dim: int = ruled(Number(1, integer=True))
-    output_dim: int = ruled(Number(1, integer=True))
-    hidden: tuple[int, ...] = ruled(Sizes(), default=())
-    activation: str = ruled(Choice(tuple(ACTIVATIONS)), default="sigmoid")
-    output: str = ruled(Choice(tuple(OUTPUTS)), default="softmax")
-    loss: str = ruled(Choice(LOSSES), default="cross_entropy")
-    dropout: float = ruled(Number(0, 1, high_open=True), default=0.0)
-    batchnorm: bool = ruled(Flag(), default=False)
-    init: str = ruled(Choice(tuple(INITIALIZERS)), default="xavier")
-    init_scale: float = ruled(INIT_SCALE, default=0.01)
-    weight_decay: float = ruled(Number(0), default=0.0)
-    dtype: str = ruled(Choice(DTYPES), default="float32")
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        object.__setattr__(self, "hidden", Sizes().check("hidden", self.hidden))
-        for key in ("input_dim", "output_dim"):
-            object.__setattr__(self, key, int(getattr(self, key)))
-        for key in ("dropout", "init_scale", "weight_decay"):
-            object.__setattr__(self, key, float(getattr(self, key)))
-        if self.loss == "cross_entropy" and self.output == "linear":
-            raise ValueError(
-                "loss='cross_entropy' needs probabilities; use output 'softmax' or 'sigmoid', "
-                "or loss 'mse' for a linear output"
-            )
-
-    @property
-    def classification(self) -> bool:
-        return self.loss == "cross_entropy"
-
-    def to_dict(self) -> dict:
-        """Plain JSON-able dict (``hidden`` as a list)."""
-        d = dataclasses.asdict(self)
-        d["hidden"] = list(self.hidden)
-        return d
-
-    @classmethod
-    def from_dict(cls, d, **overrides) -> "NetworkSpec":
-        """Build from a mapping (e.g. a saved ``model.json``) plus ``overrides``; an unknown key
-        is a ValueError, so typos do not pass silently."""
-        merged = {**dict(d), **overrides}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(merged) - known)
-        if unknown:
-            raise ValueError(f"{unknown[0]}: unknown key; allowed: {', '.join(sorted(known))}")
-        return cls(**merged)
 
 
 class Network:

@@ -6,11 +6,10 @@ with ``zeros_like`` so it shares the parameters' dtype (float32 stays float32), 
 works through per-key scratch buffers with ``out=`` instead of allocating temporaries.
 """
 
-import inspect
 import math
 
 from scratchlab.nn.backend import xp
-from scratchlab.rules import Choice, Number, Rule
+from scratchlab.spec.optim import check_optimizer
 
 
 def _pairs(params, grads):
@@ -169,30 +168,9 @@ OPTIMIZERS = {
     "adam": Adam,
 }
 
-_UNIT = Number(0, 1, high_open=True)
-HYPERPARAMETERS: dict[str, Rule] = {
-    "lr": Number(0, low_open=True),
-    "momentum": _UNIT,
-    "beta1": _UNIT,
-    "beta2": _UNIT,
-    "rho": _UNIT,
-    "eps": Number(0, low_open=True),
-}
 
-
-def hyperparameters(name: str) -> tuple[str, ...]:
-    """The keyword arguments optimizer ``name`` takes (``lr`` first)."""
-    Choice(tuple(OPTIMIZERS)).check("name", name)
-    return tuple(p for p in inspect.signature(OPTIMIZERS[name].__init__).parameters
-                 if p != "self")
-
-
-def make_optimizer(name: str, lr: float, **hyper):
-    """The optimizer called ``name`` (conf/optimizer/*.yaml), its hyperparameters checked."""
-    accepted = hyperparameters(name)
-    for key, value in {"lr": lr, **hyper}.items():
-        if key not in accepted:
-            raise TypeError(f"{key}: not a hyperparameter of {name} (it takes "
-                            f"{', '.join(accepted)})")
-        HYPERPARAMETERS[key].check(key, value)
-    return OPTIMIZERS[name](float(lr), **{key: float(value) for key, value in hyper.items()})
+def make_optimizer(name: str, lr: float, **hyper: float):
+    """The optimizer called ``name`` (conf/optimizer/*.yaml), its hyperparameters checked by
+    the rules of ``scratchlab.spec.optim``."""
+    hyper = check_optimizer(name, {"lr": lr, **hyper})
+    return OPTIMIZERS[name](**hyper)

@@ -1,13 +1,11 @@
 """Save/load a network: ``<name>.npz`` (weights) next to ``<name>.json`` (its NetworkSpec).
 
-``numpy.savez`` stamps each zip member with the current time, so two saves of the same
-weights differ. Here members are written in sorted order with a fixed 1980-01-01 timestamp
-and no compression, making the bytes a pure function of the weights (DVC and MLflow then
-see an unchanged model as unchanged). Both files are written to temporary files in the
-target directory and moved into place with ``os.replace``, so a crash never leaves a torn file.
+The weights are written in sorted order by ``core.files.npz_bytes``, so the bytes are a pure
+function of the weights (DVC and MLflow then see an unchanged model as unchanged). Both files
+are written to temporary files in the target directory and moved into place with
+``os.replace``, so a crash never leaves a torn file.
 """
 
-import io
 import json
 import os
 import tempfile
@@ -16,11 +14,10 @@ from pathlib import Path
 
 import numpy
 
-from scratchlab.errors import DataError, ScratchlabError
-from scratchlab.io import RECOVER
-from scratchlab.nn.network import Network, NetworkSpec, build_network
-
-_EPOCH = (1980, 1, 1, 0, 0, 0)
+from scratchlab.core.errors import DataError, ScratchlabError
+from scratchlab.core.files import RECOVER, npz_bytes
+from scratchlab.nn.network import Network, build_network
+from scratchlab.spec.network import NetworkSpec
 
 
 def spec_path(path: str | os.PathLike) -> Path:
@@ -42,17 +39,6 @@ def _write_temp(path: Path, data: bytes) -> Path:
     return Path(tmp)
 
 
-def _npz_bytes(arrays: dict) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        for name in sorted(arrays):
-            member = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
-            member.external_attr = 0o644 << 16
-            with archive.open(member, "w") as f:
-                numpy.lib.format.write_array(f, numpy.asarray(arrays[name]), allow_pickle=False)
-    return buffer.getvalue()
-
-
 def save_network(net: Network, path: str | os.PathLike) -> None:
     """Write the weights to ``path`` (.npz) and the spec to the sibling ``.json``.
 
@@ -65,7 +51,7 @@ def save_network(net: Network, path: str | os.PathLike) -> None:
     temps: list[tuple[Path, Path]] = []
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temps.append((_write_temp(path, _npz_bytes(net.state_dict())), path))
+        temps.append((_write_temp(path, npz_bytes(dict(sorted(net.state_dict().items())))), path))
         temps.append((_write_temp(spec_path(path), spec.encode()), spec_path(path)))
         for tmp, target in temps:
             os.replace(tmp, target)

@@ -16,8 +16,8 @@ REPORTS_DIR = Path("reports")
 
 def run_stage(main: Callable[[], object]) -> None:
     """Run a stage's ``main`` like any entry point, stopping it (run KILLED) if DVC dies."""
-    from scratchlab.cli_support import run_main
-    from scratchlab.lifeline import stop_with_parent
+    from scratchlab.core.entry import run_main
+    from scratchlab.core.lifeline import stop_with_parent
 
     stop_with_parent()
     run_main(main)

@@ -1,10 +1,10 @@
 """Stage evaluate: score the test split into reports/ and the SAME MLflow run as training."""
 
 from scratchlab.config import load_params, validate
-from scratchlab.data.splits import load_run_id, load_splits
-from scratchlab.evaluation import record_evaluation, test_report, write_reports
 from scratchlab.nn.persistence import load_network
-from scratchlab.runs import RUN_FILE, resumed_run, title
+from scratchlab.pipeline.evaluation import evaluate, record_evaluation, write_reports
+from scratchlab.pipeline.record import RUN_FILE, load_run_id, resumed_run, title
+from scratchlab.spec.splits import load_splits
 from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR, REPORTS_DIR, run_stage
 
 
@@ -13,7 +13,7 @@ def main() -> None:
     run_id = load_run_id(MODEL_DIR / RUN_FILE)
     net = load_network(MODEL_DIR / "model.npz")
     splits = load_splits(PROCESSED_DIR)
-    evaluation = test_report(net, splits, title(config), config.train.deterministic)
+    evaluation = evaluate(net, splits, title(config), config.train.deterministic)
     files = write_reports(evaluation, REPORTS_DIR / "eval", REPORTS_DIR / "metrics.json")
     with resumed_run(config, run_id) as recorder:
         example = splits.test.X[:5] if config.tracking.log_model else None

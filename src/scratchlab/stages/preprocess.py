@@ -3,10 +3,10 @@
 import logging
 
 from scratchlab.config import load_params, validate
+from scratchlab.core.files import read_json, write_json_atomic
 from scratchlab.data.preprocess import preprocess
 from scratchlab.data.registry import data_config, load_dataset
-from scratchlab.data.splits import save_splits
-from scratchlab.io import read_json, write_json_atomic
+from scratchlab.spec.splits import save_splits
 from scratchlab.stages import PARAMS, PROCESSED_DIR, RAW_DIR, run_stage
 
 log = logging.getLogger(__name__)

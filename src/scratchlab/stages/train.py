@@ -1,12 +1,12 @@
 """Stage train: fit the configured network on data/processed; weights and run id to models/."""
 
 from scratchlab.config import load_params, validate
-from scratchlab.data.splits import load_manifest, load_splits
-from scratchlab.errors import ConfigError
-from scratchlab.runs import record_training, tracked_run
+from scratchlab.core.errors import ConfigError
+from scratchlab.pipeline.record import record_training, tracked_run
+from scratchlab.pipeline.training import preflight, train
+from scratchlab.spec.splits import load_manifest, load_splits
 from scratchlab.stages import MODEL_DIR, PARAMS, PROCESSED_DIR, run_stage
 from scratchlab.tracking.recorder import EpochMetrics
-from scratchlab.trainer import preflight, train_network
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
     manifest = load_manifest(PROCESSED_DIR)
     preflight(config, splits)  # before a run is started for nothing
     with tracked_run(config, manifest, MODEL_DIR, tags={"entry_point": "dvc"}) as recorder:
-        trained = train_network(config, splits, [EpochMetrics(recorder)])
+        trained = train(config, splits, [EpochMetrics(recorder)])
         record_training(recorder, config, trained.net, trained.history, MODEL_DIR)
 
 

@@ -83,7 +83,7 @@ class MlflowSweepCallback(Callback):
 
 def _refit(parent_run_id: str, best: Any, out_dir: Path) -> None:
     """Refit the cross-validated best point; a failed refit is logged, the sweep stands."""
-    from scratchlab.errors import ScratchlabError
+    from scratchlab.core.errors import ScratchlabError
     from scratchlab.sweeps.refit import refit_best
 
     try:
@@ -94,8 +94,8 @@ def _refit(parent_run_id: str, best: Any, out_dir: Path) -> None:
 
 def _check_swept(keys: list[str]) -> None:
     """An unknown swept key fails the sweep at once (exit 2), before any run or job exists."""
-    from scratchlab.cli_support import exit_code, report
-    from scratchlab.errors import ConfigError
+    from scratchlab.core.entry import exit_code, report
+    from scratchlab.core.errors import ConfigError
     from scratchlab.sweeps.keys import check_keys
 
     try:

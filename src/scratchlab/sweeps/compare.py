@@ -11,7 +11,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from scratchlab.errors import TrackingError
+from scratchlab.core.errors import TrackingError
 from scratchlab.sweeps.parent import TAG_ROLE
 from scratchlab.sweeps.report import Comparison, compare
 from scratchlab.sweeps.summaries import children, compared_keys, summarize, varying_params

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import fields, is_dataclass
 
 from scratchlab.config.schema import GROUPS, ModelConfig, TrackingConfig, TrainConfig
+from scratchlab.core.errors import ConfigError
 from scratchlab.data.catalog import DATASETS
-from scratchlab.errors import ConfigError
-from scratchlab.nn.optimizers import HYPERPARAMETERS
+from scratchlab.spec.optim import HYPERPARAMETERS
 
 CHOICES = (*GROUPS, "experiment")  # group options (optimizer=adam), not keys inside them
 

@@ -13,12 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scratchlab.errors import TrackingError
-from scratchlab.io import write_json_atomic
-from scratchlab.paths import git_commit
-from scratchlab.tracking.liveness import owner_tags
-from scratchlab.tracking.retry import with_retry
-from scratchlab.tracking.store import connect
+from scratchlab.core.errors import TrackingError
+from scratchlab.core.files import write_json_atomic
+from scratchlab.core.owner import owner_tags
+from scratchlab.core.paths import git_commit
+from scratchlab.tracking.store import busy_retry, connect
 
 SWEEP_FILE = "sweep.json"
 TAG_SWEEP_ID = "sweep_id"
@@ -55,7 +54,7 @@ def start_parent(
         **owner_tags(),  # ended by the reaper if the sweep's process dies unseen
     }
     client = MlflowClient()
-    run = with_retry(
+    run = busy_retry(
         lambda: client.create_run(experiment_id, run_name=name, tags=run_tags), "create parent"
     )
     return SweepInfo(sweep_id, run.info.run_id, experiment_id, swept)
@@ -69,7 +68,7 @@ def end_parent(run_id: str, status: str) -> None:
     from mlflow import MlflowClient  # not at import: jobs read sweep.json without MLflow
 
     client = MlflowClient()
-    with_retry(lambda: client.set_terminated(run_id, status), f"end parent {run_id}")
+    busy_retry(lambda: client.set_terminated(run_id, status), f"end parent {run_id}")
 
 
 def write_sweep_info(sweep_dir: Path, info: SweepInfo) -> None:

@@ -17,10 +17,10 @@ import yaml
 from mlflow import MlflowClient
 
 from scratchlab.config import validate
-from scratchlab.crossval import refit_config, refit_splits
 from scratchlab.data.registry import data_config
-from scratchlab.job import run_job
-from scratchlab.prepare import prepare_data
+from scratchlab.pipeline.crossval import refit_config, refit_splits
+from scratchlab.pipeline.job import run_job
+from scratchlab.pipeline.prepare import prepare_data
 from scratchlab.sweeps.parent import ROLE_REFIT, TAG_ROLE, TAG_SWEEP_ID
 from scratchlab.sweeps.summaries import RunSummary
 

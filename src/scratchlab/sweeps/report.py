@@ -11,8 +11,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.time import get_current_time_millis
 
-from scratchlab import plots
-from scratchlab.io import atomic_path, write_json_atomic
+from scratchlab.core.files import atomic_path, write_json_atomic
+from scratchlab.pipeline import plots
 from scratchlab.sweeps.figures import comparison_figure
 from scratchlab.sweeps.summaries import (
     RunSummary,
@@ -22,7 +22,7 @@ from scratchlab.sweeps.summaries import (
     parent_run,
     records,
 )
-from scratchlab.tracking.retry import with_retry
+from scratchlab.tracking.store import busy_retry
 
 FIGURE = "comparison.png"
 TABLE_CSV = "runs.csv"
@@ -78,7 +78,7 @@ def report_parent(
     title = f"{parent.info.run_name}: {len(runs)} runs"
     client = MlflowClient()
     for path in write_comparison(comparison, out_dir, title):
-        with_retry(lambda p=path: client.log_artifact(parent_run_id, str(p), "comparison"),
+        busy_retry(lambda p=path: client.log_artifact(parent_run_id, str(p), "comparison"),
                    f"log {path.name}")
     now = get_current_time_millis()
     step = len(runs)
@@ -98,7 +98,7 @@ def report_parent(
         tags = [RunTag(k, v) for k, v in identity.items()]
         if best_as_params:
             params = [Param(k, v) for k, v in {**identity, "objective": objective}.items()]
-    with_retry(lambda: client.log_batch(parent_run_id, metrics=metrics, params=params,
+    busy_retry(lambda: client.log_batch(parent_run_id, metrics=metrics, params=params,
                                         tags=tags), "log sweep summary")
     return comparison
 

@@ -10,7 +10,7 @@ import optuna
 from omegaconf import OmegaConf
 
 from scratchlab.config import conf_dir
-from scratchlab.errors import ConfigError
+from scratchlab.core.errors import ConfigError
 from scratchlab.sweeps.keys import check_keys
 
 KINDS = ("float", "int", "categorical")

@@ -41,8 +41,8 @@ import optuna
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from scratchlab.errors import ConfigError, TrackingError
-from scratchlab.tracking.retry import with_retry
+from scratchlab.core.errors import ConfigError, TrackingError
+from scratchlab.tracking.store import busy_retry
 
 log = logging.getLogger("scratchlab")
 
@@ -425,7 +425,7 @@ def log_best(parent_run_id: str, trials: Sequence[FrozenTrial], objective: str =
     step = budget(trials).done
     metric = Metric(f"best_{objective}", float(best.value), get_current_time_millis(), step)
     client = MlflowClient()
-    with_retry(lambda: client.log_batch(parent_run_id, metrics=[metric],
+    busy_retry(lambda: client.log_batch(parent_run_id, metrics=[metric],
                                         tags=[RunTag(k, v) for k, v in tags.items()]),
                "log best trial")
 
@@ -445,7 +445,7 @@ def end_orphans(parent_run_id: str, experiment_id: str, trials: Sequence[FrozenT
 
     state = {t.number: t.state for t in trials}
     client = MlflowClient()
-    kids = with_retry(lambda: client.search_runs(
+    kids = busy_retry(lambda: client.search_runs(
         [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
         max_results=10_000), "find orphaned trial runs")
     changed = 0
@@ -458,16 +458,16 @@ def end_orphans(parent_run_id: str, experiment_id: str, trials: Sequence[FrozenT
         if status == "RUNNING":
             reason = (f"scratchlab tune: Optuna trial {number} is {trial_state.name} while this "
                       "run was still RUNNING (its worker died mid-trial)")
-            with_retry(lambda r=run_id, why=reason: client.set_tag(r, ENDED_BY_TAG, why),
+            busy_retry(lambda r=run_id, why=reason: client.set_tag(r, ENDED_BY_TAG, why),
                        "tag orphaned run")
-            with_retry(lambda r=run_id: client.set_terminated(r, "FAILED"), "end orphaned run")
+            busy_retry(lambda r=run_id: client.set_terminated(r, "FAILED"), "end orphaned run")
             log.warning("MLflow run %s of trial %d ended FAILED: its worker died", run_id,
                         number)
         elif (status == "FINISHED" and trial_state == TrialState.FAIL
               and TRIAL_FAILED_TAG not in run.data.tags):
             reason = (f"scratchlab tune: the worker died after this run ended, before Optuna "
                       f"recorded trial {number}'s result; the trial is FAIL")
-            with_retry(lambda r=run_id, why=reason: client.set_tag(r, TRIAL_FAILED_TAG, why),
+            busy_retry(lambda r=run_id, why=reason: client.set_tag(r, TRIAL_FAILED_TAG, why),
                        "tag orphaned run")
             log.warning("MLflow run %s finished but trial %d failed: its worker died", run_id,
                         number)

@@ -33,9 +33,10 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 
 from scratchlab.config import compose, validate
+from scratchlab.core.errors import ConfigError, DivergedError, ScratchlabError
+from scratchlab.core.owner import owner_tags
+from scratchlab.core.paths import project_root
 from scratchlab.data.registry import data_config
-from scratchlab.errors import ConfigError, DivergedError, ScratchlabError
-from scratchlab.paths import project_root
 from scratchlab.sweeps.parent import SweepInfo, child_tags, end_parent, start_parent
 from scratchlab.sweeps.report import parent_status, report_parent
 from scratchlab.sweeps.space import default_space_path, load_space, suggest
@@ -62,9 +63,9 @@ from scratchlab.sweeps.study import (
     summary,
     worker_id,
 )
-from scratchlab.tracking.liveness import Heartbeat, owner_tags
-from scratchlab.tracking.retry import with_retry
-from scratchlab.tracking.store import connect, sqlite_path, tracking_uri
+from scratchlab.tracking.liveness import Heartbeat
+from scratchlab.tracking.store import busy_retry, connect
+from scratchlab.tracking.uri import sqlite_path, tracking_uri
 
 log = logging.getLogger("scratchlab")
 
@@ -132,7 +133,7 @@ def tune(
              budget(study.get_trials(deepcopy=False)).done, trials)
 
     def objective(trial: optuna.Trial) -> float:
-        from scratchlab.job import run_config
+        from scratchlab.pipeline.job import run_config
 
         chosen = suggest(trial, space)
         name = f"trial {trial.number}: " + " ".join(chosen)
@@ -280,9 +281,9 @@ def _parent(study: optuna.Study, tracking: Any, keys: list[str], url: str) -> Sw
             log.warning("study %s: parent run %s not found (%s); starting a new one",
                         study.study_name, run_id, str(exc).splitlines()[0])
         else:
-            with_retry(lambda: client.update_run(run_id, status="RUNNING"), "reopen parent")
+            busy_retry(lambda: client.update_run(run_id, status="RUNNING"), "reopen parent")
             owner = [RunTag(k, v) for k, v in owner_tags().items()]  # this process runs it now
-            with_retry(lambda: client.log_batch(run_id, tags=owner), "own parent")
+            busy_retry(lambda: client.log_batch(run_id, tags=owner), "own parent")
             return SweepInfo(run.data.tags["sweep_id"], run_id, run.info.experiment_id, keys)
     info = start_parent(tracking, keys, name=f"optuna {study.study_name}",
                         tags={"entry_point": "optuna", "optuna_study": study.study_name,

@@ -19,7 +19,7 @@ from mlflow.models import infer_signature
 
 from scratchlab.nn import functional
 from scratchlab.nn.network import Network
-from scratchlab.nn.persistence import save_network
+from scratchlab.nn.persistence import load_network, save_network
 
 _MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 _FUNCTIONAL = Path(functional.__file__)
@@ -75,3 +75,19 @@ def log_pyfunc_model(net: Network, name: str = "model", input_example=None):
                 f"mlflow=={mlflow.__version__}",
             ],
         )
+
+
+def log_spooled_model(run_id: str, tracking_uri: str, files: Path) -> None:
+    """Log the network a run spooled during an outage (``files/network/network.npz`` and the
+    input example) as that run's model, on the run's own store, as ``log_pyfunc_model`` does
+    live."""
+    net = load_network(files / "network" / _WEIGHTS)
+    example = files / "example.npy"
+    example = numpy.load(example) if example.exists() else None
+    mlflow.set_tracking_uri(tracking_uri)
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        log_pyfunc_model(net, "model", example)
+        return
+    with mlflow.start_run(run_id=run_id):  # its final status is the spool's next operation
+        log_pyfunc_model(net, "model", example)

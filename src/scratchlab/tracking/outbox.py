@@ -6,54 +6,28 @@ server answers, writes go straight to it. When one fails because the server is u
 :class:`~scratchlab.tracking.spool.Spool`, in order, and training goes on; every
 ``RETRY_EVERY_S`` the outbox tries to send the spool. When the run ends it keeps trying for
 ``tracking.retry_window_s``; what is still unsent then (the final status included) stays in the
-spool for ``scratchlab sync``, and the job exits 4 naming it. MLflow's own HTTP retries would
-spend minutes on a dead server; :func:`fail_fast_http` makes one attempt cost seconds.
-A SQLite store is a local file: nothing to wait for, so writes go straight to it as before.
+spool for ``scratchlab sync``, and the job exits 4 naming it. A SQLite store is a local file:
+nothing to wait for, so writes go straight to it as before.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+from scratchlab.core.retry import retry
+from scratchlab.tracking.http import is_outage
+from scratchlab.tracking.model import log_spooled_model
 from scratchlab.tracking.spool import Spool, unreachable
 
 log = logging.getLogger(__name__)
 
 RETRY_EVERY_S = 5.0
-HTTP_TIMEOUT_S = "5"  # per request; MLflow's default is 120 s, with 7 retries
-HTTP_RETRIES = "1"
-_OUTAGE_MARKERS = ("Max retries exceeded", "Connection refused", "Connection reset",
-                   "Connection aborted", "timed out", "Failed to establish", "RemoteDisconnected",
-                   "503", "502", "504")
 _open: dict[str, Outbox] = {}
-
-
-def fail_fast_http() -> None:
-    """Short HTTP timeouts and retries for MLflow, unless the user set their own."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", HTTP_RETRIES)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")  # MLflow reads an int
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # a line per retry
-
-
-def is_outage(exc: BaseException) -> bool:
-    """The server did not answer (or answered 5xx): worth spooling and retrying."""
-    if isinstance(exc, ConnectionError | TimeoutError):
-        return True
-    try:
-        import requests
-
-        if isinstance(exc, requests.ConnectionError | requests.Timeout):
-            return True
-    except ImportError:  # pragma: no cover - MLflow depends on requests
-        pass
-    text = str(exc)
-    return any(marker in text for marker in _OUTAGE_MARKERS)
 
 
 def outbox_of(run_id: str) -> Outbox | None:
@@ -70,8 +44,9 @@ class Outbox:
         self.retry_window_s = retry_window_s
         self.client = mlflow.MlflowClient(tracking_uri)
         self.last_try = 0.0
-        self._lock = self.spool.locked()
-        self._lock.__enter__()  # held while this process owns the run: sync leaves it alone
+        self.log_model = partial(log_spooled_model, run_id, tracking_uri)
+        self._lock = self.spool.lock()
+        self._lock.acquire()  # held while this process owns the run: sync leaves it alone
         _open[run_id] = self
 
     @property
@@ -98,34 +73,39 @@ class Outbox:
 
     def flush(self) -> bool:
         """Try to send the spool; True when it is empty."""
-        self.last_try = time.monotonic()
         try:
-            sent = self.spool.replay(self.client)
+            self._send_spool()
         except Exception as exc:
             if not is_outage(exc):
                 raise
             return False
+        return True
+
+    def _send_spool(self) -> None:
+        self.last_try = time.monotonic()
+        sent = self.spool.replay(self.client, self.log_model)
         if sent:
             log.info("tracking server back: %d spooled operations of run %s uploaded", sent,
                      self.spool.run_id)
-        return True
 
     def finish(self, status: str, end_time: int) -> None:
         """At the run's end: send everything within the retry window, the final status last;
         raise TrackingError (exit 4) naming the spool if the server stays away."""
         try:
-            deadline = time.monotonic() + self.retry_window_s
             self.spool.add({"kind": "status", "status": status, "end_time": end_time})
-            while not self.flush():
-                if time.monotonic() >= deadline:
-                    raise unreachable(self.spool, self.retry_window_s)
-                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            retry(self._send_spool, f"run {self.spool.run_id}: sending the spool", is_outage,
+                  attempts=None, timeout_s=self.retry_window_s, delay_s=1.0, backoff=1.0,
+                  quiet=True)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            raise unreachable(self.spool, self.retry_window_s) from exc
         finally:
             self.close()
 
     def close(self) -> None:
         _open.pop(self.spool.run_id, None)
-        self._lock.__exit__(None, None, None)
+        self._lock.release()
         self.spool.remove_if_empty()
 
 

@@ -22,10 +22,12 @@ import yaml
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.time import get_current_time_millis
 
+from scratchlab.core.signals import deferred_interrupts
 from scratchlab.nn.callbacks import Callback
 from scratchlab.nn.persistence import save_network
-from scratchlab.signals import deferred_interrupts
+from scratchlab.tracking.model import log_pyfunc_model
 from scratchlab.tracking.outbox import Outbox, outbox_of
+from scratchlab.tracking.uri import is_http
 
 MAX_PARAM_CHARS = 6000
 MAX_BATCH_METRICS = 1000  # MLflow's limit per log_batch request
@@ -58,7 +60,7 @@ class RunRecorder:
         self.client = mlflow.MlflowClient()
         uri = mlflow.get_tracking_uri()
         self.outbox = (outbox_of(run_id) or Outbox(run_id, uri, retry_window_s)
-                       if uri.startswith(("http://", "https://")) else None)
+                       if is_http(uri) else None)
 
     def _send(self, op: dict[str, Any], direct: Callable[[], object],
               files: list[Path] = ()) -> None:
@@ -121,8 +123,6 @@ class RunRecorder:
 
     def log_model(self, net: Any, input_example: Any) -> None:
         """The network as the run's pyfunc model (``tracking.model``), spooled as weights."""
-        from scratchlab.tracking.model import log_pyfunc_model
-
         with tempfile.TemporaryDirectory() as tmp:
             files = [Path(tmp) / "network"]
             save_network(net, files[0] / "network.npz")

@@ -12,15 +12,17 @@ import mlflow
 from mlflow.entities import RunTag
 from mlflow.utils.time import get_current_time_millis
 
-from scratchlab.errors import TrackingError
-from scratchlab.signals import (
+from scratchlab.core.errors import TrackingError
+from scratchlab.core.owner import owner_tags
+from scratchlab.core.signals import (
     deferred_interrupts,
     interrupt_mark,
     interrupted_since,
     sigterm_as_interrupt,
 )
-from scratchlab.tracking.liveness import Heartbeat, owner_tags
-from scratchlab.tracking.outbox import is_outage, outbox_of
+from scratchlab.tracking.http import is_outage
+from scratchlab.tracking.liveness import Heartbeat
+from scratchlab.tracking.outbox import outbox_of
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def ended_run(
     Ctrl-C (and SIGTERM, while the run is live) ends it KILLED, even when a library turned
     the interrupt into its own error (re-raised as KeyboardInterrupt); any other exception FAILED;
     both re-raise so the process still exits non-zero. A SIGKILL leaves no chance to end it:
-    the owner tags and the heartbeat let ``liveness.reap`` end it later.
+    the owner tags and the heartbeat let ``tracking.liveness.reap`` end it later.
     """
     owner = owner_tags()  # who runs it, so the run can be ended if this process dies unseen
     with sigterm_as_interrupt():

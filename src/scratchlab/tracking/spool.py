@@ -15,17 +15,18 @@ leaves a live job's spool to the job.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scratchlab.errors import DataError, TrackingError
-from scratchlab.io import write_json_atomic
+from filelock import FileLock
+
+from scratchlab.core.errors import DataError, TrackingError
+from scratchlab.core.files import write_json_atomic
+from scratchlab.tracking.uri import default_store_dir
 
 TARGET = "target.json"
 LOCK = "lock"
@@ -34,8 +35,6 @@ SPOOL_RECOVER = "delete that file to drop the operation, or the whole directory 
 
 def spool_root() -> Path:
     """``SCRATCHLAB_SPOOL``, else ``mlruns/spool`` in the project."""
-    from scratchlab.tracking.store import default_store_dir
-
     configured = os.environ.get("SCRATCHLAB_SPOOL")
     return Path(configured) if configured else default_store_dir() / "spool"
 
@@ -84,31 +83,22 @@ class Spool:
             op = {**op, "files": [path.name for path in files]}
         write_json_atomic(self.dir / f"{number:06d}.json", op)
 
-    @contextlib.contextmanager
-    def locked(self, wait: bool = True) -> Iterator[bool]:
-        """Hold the spool's lock (yields False when ``wait`` is off and someone holds it)."""
+    def lock(self) -> FileLock:
+        """The spool's lock: a job holds it while it owns the run, so ``scratchlab sync``
+        leaves a live job's spool to the job."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / LOCK, "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return FileLock(self.dir / LOCK)
 
-    def replay(self, client) -> int:
+    def replay(self, client: Any, log_model: Callable[[Path], None]) -> int:
         """Send the pending operations in order; return how many went. Raises on the first
-        that fails (the rest stay, in order)."""
+        that fails (the rest stay, in order). ``log_model(files)`` logs a spooled model."""
         history: dict[str, set[tuple]] = {}
         sent = 0
         for path in self.pending():
             op = _read(path)
             files = self.dir / f"{path.stem}.files"
             try:
-                _apply(client, self.run_id, op, files, history)
+                _apply(client, self.run_id, op, files, history, log_model)
             except (KeyError, TypeError, ValueError) as exc:
                 raise DataError(f"{path}: not a spooled operation ({exc!r}; "
                                 f"{SPOOL_RECOVER})") from None
@@ -130,7 +120,8 @@ def _read(path: Path) -> Any:
         raise DataError(f"{path}: damaged spool file ({reason}; {SPOOL_RECOVER})") from None
 
 
-def _apply(client, run_id: str, op: dict, files: Path, history: dict[str, set]) -> None:
+def _apply(client: Any, run_id: str, op: dict, files: Path, history: dict[str, set],
+           log_model: Callable[[Path], None]) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     kind = op["kind"]
@@ -153,30 +144,11 @@ def _apply(client, run_id: str, op: dict, files: Path, history: dict[str, set]) 
             else:
                 client.log_artifact(run_id, str(path), op.get("path"))
     elif kind == "model":
-        _replay_model(run_id, files)
+        log_model(files)
     elif kind == "status":
         client.set_terminated(run_id, op["status"], end_time=op.get("end_time"))
     else:
         raise ValueError(f"unknown kind {kind!r}")
-
-
-def _replay_model(run_id: str, files: Path) -> None:
-    """Log the spooled network as the run's model, as ``tracking.model`` does live."""
-    import mlflow
-    import numpy
-
-    from scratchlab.nn.persistence import load_network
-    from scratchlab.tracking.model import log_pyfunc_model
-
-    net = load_network(files / "network" / "network.npz")
-    example = files / "example.npy"
-    example = numpy.load(example) if example.exists() else None
-    active = mlflow.active_run()
-    if active is not None and active.info.run_id == run_id:
-        log_pyfunc_model(net, "model", example)
-        return
-    with mlflow.start_run(run_id=run_id):  # its final status is the spool's next operation
-        log_pyfunc_model(net, "model", example)
 
 
 def unreachable(spool: Spool, window_s: float) -> TrackingError:
@@ -186,33 +158,3 @@ def unreachable(spool: Spool, window_s: float) -> TrackingError:
         f"{spool.tracking_uri}: tracking server unreachable{waited}; {count} "
         f"operation{'s' if count != 1 else ''} of run {spool.run_id} kept in {spool.dir}; "
         "upload them with `scratchlab sync` once it is back")
-
-
-def sync(root: Path | None = None) -> list[tuple[str, int, str]]:
-    """``scratchlab sync``: upload every run's spool under ``root``, in order, idempotently.
-
-    Returns (run id, operations sent, note) per run. A spool a live job still holds is left
-    to it; a server still away is a TrackingError naming the spool (exit 4).
-    """
-    import mlflow
-
-    from scratchlab.tracking.outbox import fail_fast_http, is_outage
-
-    fail_fast_http()
-    root = root or spool_root()
-    done = []
-    for directory in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
-        spool = Spool.open(directory)
-        with spool.locked(wait=False) as mine:
-            if not mine:
-                done.append((spool.run_id, 0, "left to the job still running it"))
-                continue
-            try:
-                sent = spool.replay(mlflow.MlflowClient(spool.tracking_uri))
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                raise unreachable(spool, 0) from exc
-        spool.remove_if_empty()
-        done.append((spool.run_id, sent, f"uploaded to {spool.tracking_uri}"))
-    return done

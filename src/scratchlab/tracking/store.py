@@ -1,9 +1,4 @@
-"""Which MLflow store runs go to, and making sure it is usable before training starts.
-
-Default: ``sqlite:///<project root>/mlruns/mlflow.db`` with artifacts in ``mlruns/artifacts``
-(MLflow 3 refuses the old ``./mlruns`` file store). ``tracking.uri`` or ``MLFLOW_TRACKING_URI``
-(e.g. an ``mlflow server`` URL) override it. Paths are absolute so that Hydra output dirs and
-DVC's temp workspaces all write to the same store.
+"""Making sure the MLflow store is usable before training starts, and pointing MLflow at it.
 
 Parallel sweep jobs share one SQLite file, so :func:`connect` switches it to WAL mode (readers
 no longer block the writer; MLflow itself waits up to 20 s on a busy database) and serialises
@@ -11,94 +6,83 @@ the first-time schema creation with a file lock: eight processes creating the ta
 store at once would otherwise collide. Both are for SQLite only: an ``mlflow server`` URL is
 checked on ``/health``, a database URI (``postgresql+psycopg2://``, ``mysql://``) by
 connecting, each within seconds; the server or database handles concurrency itself.
+Opening a store changes nothing in it: ending abandoned runs is ``tracking.liveness``'s job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import sqlite3
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
-from scratchlab.errors import TrackingError
-from scratchlab.paths import project_root
+from filelock import FileLock
+
+from scratchlab.core.errors import TrackingError
+from scratchlab.core.retry import retry
+from scratchlab.tracking.http import fail_fast_http
+from scratchlab.tracking.uri import (
+    artifact_location,
+    database_uri,
+    is_http,
+    redact,
+    sqlite_path,
+    tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
 REACHABLE_TIMEOUT_S = 3.0
 SQLITE_BUSY_TIMEOUT_S = 30.0
-DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")  # MLflow's SQL stores besides SQLite
+LOCK_TIMEOUT_S = 300.0
+T = TypeVar("T")
 
 
-def default_store_dir() -> Path:
-    return project_root() / "mlruns"
+def is_busy(exc: BaseException) -> bool:
+    """SQLite refused at once: two connections would deadlock upgrading to a write lock (MLflow
+    only waits on a plain lock); the only cure is to try again."""
+    return "database is locked" in str(exc) or "database is busy" in str(exc)
 
 
-def tracking_uri(configured: str | None = None) -> str:
-    """``tracking.uri``, else ``MLFLOW_TRACKING_URI``, else the project's SQLite store."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{default_store_dir() / 'mlflow.db'}"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-
-
-def database_uri(uri: str) -> bool:
-    """A database other than SQLite, reached directly (``postgresql+psycopg2://...``)."""
-    return "://" in uri and uri.split("://", 1)[0].split("+", 1)[0] in DATABASE_SCHEMES
-
-
-def artifact_location(uri: str) -> str | None:
-    """Where a new experiment's artifacts go: beside a SQLite database; for another database,
-    the project's ``mlruns/artifacts`` (MLflow would use ``./mlruns`` of whichever directory
-    the first run started in); a tracking server decides for itself."""
-    db = sqlite_path(uri)
-    if db is not None:
-        return (db.parent / "artifacts").as_uri()
-    return (default_store_dir() / "artifacts").as_uri() if database_uri(uri) else None
+def busy_retry(call: Callable[[], T], what: str) -> T:
+    """``call`` retried while the store is busy (see :func:`is_busy`)."""
+    return retry(call, f"{what}: store busy", when=is_busy)
 
 
 def check_store(uri: str) -> None:
     """Fail in seconds, with the URI or path in the message, if the store cannot be used."""
-    if uri.startswith(("http://", "https://")):
-        health = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(health, timeout=REACHABLE_TIMEOUT_S) as resp:
-                if resp.status != 200:
-                    raise TrackingError(f"{uri}: server answered {resp.status} on /health")
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TrackingError(
-                f"{uri}: tracking server unreachable ({reason}); start it or unset "
-                "MLFLOW_TRACKING_URI"
-            ) from exc
-        return
-    if database_uri(uri):
+    if is_http(uri):
+        _check_server(uri)
+    elif database_uri(uri):
         _check_database(uri)
-        return
-    db = sqlite_path(uri)
-    if db is None:
-        return
+    elif (db := sqlite_path(uri)) is not None:
+        _check_sqlite(db)
+
+
+def _check_server(uri: str) -> None:
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=REACHABLE_TIMEOUT_S) as resp:
+            if resp.status != 200:
+                raise TrackingError(f"{uri}: server answered {resp.status} on /health")
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingError(f"{uri}: tracking server unreachable ({reason}); start it or unset "
+                            "MLFLOW_TRACKING_URI") from exc
+
+
+def _check_sqlite(db: Path) -> None:
     try:
         db.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise TrackingError(
-            f"{db.parent}: cannot create the MLflow store ({exc.strerror})"
-        ) from exc
-    targets = [db.parent, db] if db.exists() else [db.parent]
-    for target in targets:
+        raise TrackingError(f"{db.parent}: cannot create the MLflow store ({exc.strerror})"
+                            ) from exc
+    for target in [db.parent, db] if db.exists() else [db.parent]:
         if not os.access(target, os.W_OK):
             raise TrackingError(f"{target}: MLflow store is not writable")
 
@@ -109,7 +93,6 @@ def _check_database(uri: str) -> None:
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    shown = _without_password(uri)
     scheme = uri.split("://", 1)[0]
     timeout = {} if scheme.startswith("mssql") else {"connect_timeout": int(REACHABLE_TIMEOUT_S)}
     try:
@@ -117,47 +100,32 @@ def _check_database(uri: str) -> None:
     except ModuleNotFoundError as exc:
         hint = (" (SQLAlchemy reads postgresql:// as psycopg 3; with psycopg2 write "
                 "postgresql+psycopg2://)" if scheme == "postgresql" else "")
-        raise TrackingError(f"{shown}: no database driver: {exc}{hint}") from exc
+        raise TrackingError(f"{redact(uri)}: no database driver: {exc}{hint}") from exc
     try:
         with engine.connect():
             pass
     except Exception as exc:
-        raise TrackingError(f"{shown}: database unreachable ({_first_line(exc)})") from exc
+        raise TrackingError(f"{redact(uri)}: database unreachable ({first_line(exc)})") from exc
     finally:
         engine.dispose()
-
-
-def _without_password(uri: str) -> str:
-    scheme, rest = uri.split("://", 1)
-    if "@" not in rest:
-        return uri
-    credentials, host = rest.rsplit("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}{':***' if ':' in credentials else ''}@{host}"
 
 
 _connected: dict[tuple[str, str], str] = {}
 
 
-def connect(configured_uri: str | None, experiment: str,
-            stale_after_s: float | None = None) -> str:
+def connect(configured_uri: str | None, experiment: str) -> str:
     """Point MLflow at the store, check it, and return the experiment id (created if new).
 
     Done once per store and experiment in a process (the jobs of an in-process sweep share
-    it). The first time a process opens a store, runs whose owner process is gone are ended
-    (``liveness.reap``; ``stale_after_s``: how long another machine's run may go without a
-    heartbeat)."""
+    it)."""
     import mlflow
-
-    from scratchlab.tracking.liveness import STALE_AFTER_S, reap_once
 
     uri = tracking_uri(configured_uri)
     if (uri, experiment) in _connected:
         mlflow.set_tracking_uri(uri)
         return _connected[uri, experiment]
     check_store(uri)
-    if uri.startswith(("http://", "https://")):
-        from scratchlab.tracking.outbox import fail_fast_http
-
+    if is_http(uri):
         fail_fast_http()  # seconds, not MLflow's minutes of retries, on a dead server
     mlflow.set_tracking_uri(uri)
     # MLflow draws a download bar for every model it validates (two tiny local files): noise
@@ -169,8 +137,7 @@ def connect(configured_uri: str | None, experiment: str,
     except TrackingError:
         raise
     except Exception as exc:  # any MLflow/SQLAlchemy failure talking to the store
-        raise TrackingError(f"{uri}: cannot use the MLflow store ({_first_line(exc)})") from exc
-    reap_once(uri, STALE_AFTER_S if stale_after_s is None else stale_after_s)
+        raise TrackingError(f"{uri}: cannot use the MLflow store ({first_line(exc)})") from exc
     _connected[uri, experiment] = experiment_id
     return experiment_id
 
@@ -182,13 +149,9 @@ def _store_lock(uri: str) -> Iterator[None]:
     if db is None:
         yield
         return
-    with open(db.with_name(db.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            _enable_wal(db)
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(db.with_name(db.name + ".lock"), timeout=LOCK_TIMEOUT_S):
+        _enable_wal(db)
+        yield
 
 
 def _enable_wal(db: Path) -> None:
@@ -201,29 +164,24 @@ def _enable_wal(db: Path) -> None:
         conn.close()
 
 
-def _experiment_id(name: str, location: str | None, attempts: int = 5) -> str:
-    """Get or create ``name``; parallel jobs may race to create it, so retry on conflict."""
+def _experiment_id(name: str, location: str | None) -> str:
+    """Get or create ``name``; parallel jobs may race to create it, so try again on conflict."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    for attempt in range(attempts):
+    def get_or_create() -> str:
         found = mlflow.get_experiment_by_name(name)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                raise TrackingError(
-                    f"tracking.experiment={name!r} is deleted in the store; restore it or pick "
-                    "another name"
-                )
-            return found.experiment_id
-        try:
+        if found is None:
             return mlflow.create_experiment(name, artifact_location=location)
-        except MlflowException:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
+        if found.lifecycle_stage == "deleted":
+            raise TrackingError(f"tracking.experiment={name!r} is deleted in the store; restore "
+                                "it or pick another name")
+        return found.experiment_id
+
+    return retry(get_or_create, f"experiment {name!r}", quiet=True, attempts=5,
+                 when=lambda exc: isinstance(exc, MlflowException))
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__

@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from scratchlab.data.npz import save_npz_deterministic
-from scratchlab.errors import DataError
-from scratchlab.io import RECOVER, read_json, write_json_atomic
+from scratchlab.core.errors import DataError
+from scratchlab.core.files import RECOVER, read_json, write_json_atomic, write_npz_atomic
 
 SPLITS = ("train", "val", "test")
 
@@ -81,7 +80,7 @@ def save_splits(splits: Splits, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         part: Split = getattr(splits, name)
-        save_npz_deterministic(out_dir / f"{name}.npz", X=part.X, y=part.y, Y=part.Y)
+        write_npz_atomic(out_dir / f"{name}.npz", X=part.X, y=part.y, Y=part.Y)
     write_json_atomic(out_dir / "stats.json", stats(splits))
 
 
@@ -122,13 +121,3 @@ def load_manifest(in_dir: Path) -> dict[str, Any]:
             for entry in files.values()):
         raise DataError(f"{path}: expected 'files' with a sha256 each ({RECOVER})")
     return manifest
-
-
-def load_run_id(path: Path) -> str:
-    """The MLflow run id ``run.json`` hands from the train stage to evaluate."""
-    run = read_json(path)
-    run_id = run.get("run_id") if isinstance(run, dict) else None
-    if not isinstance(run_id, str) or not run_id:
-        raise DataError(f"{path}: expected {{\"run_id\": \"...\"}} (rebuild it with "
-                        "`dvc repro`)")
-    return run_id

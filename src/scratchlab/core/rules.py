@@ -3,7 +3,8 @@
 The engine checks its arguments with these rules and raises a plain ``ValueError``/``TypeError``
 naming the argument (``dropout=1.5 is out of range; ...``); the config layer checks the same
 rule objects under the config key (``model.dropout=1.5 is out of range; ...``) and turns the
-error into a ``ConfigError``. A rule is written once, next to the code that needs it.
+error into a ``ConfigError``. A rule is written once: the engine's in ``scratchlab.spec``, the
+datasets' in ``scratchlab.data``.
 """
 
 from __future__ import annotations
@@ -83,13 +84,9 @@ class Sizes:
 
 @dataclass(frozen=True)
 class Text:
-    """A non-empty string (a path, URL or name); ``optional`` also accepts None."""
-
-    optional: bool = False
+    """A non-empty string (a path, URL or name); ``Maybe(Text())`` also accepts None."""
 
     def check(self, name: str, value: Any) -> Any:
-        if value is None and self.optional:
-            return value
         if not isinstance(value, str) or not value:
             raise TypeError(f"{name}={value!r} must be a non-empty string")
         return value

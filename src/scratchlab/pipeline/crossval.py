@@ -17,8 +17,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from scratchlab.config import Config
-from scratchlab.data.splits import Split, Splits
-from scratchlab.trainer import train_network
+from scratchlab.pipeline.training import train
+from scratchlab.spec.splits import Split, Splits
 
 
 @dataclass
@@ -81,7 +81,7 @@ def cross_validate(config: Config, splits: Splits) -> CrossValidation:
     diverged = []
     for number, fold in enumerate(
             fold_splits(splits, config.train.cv_folds, config.data.split_seed), start=1):
-        trained = train_network(config, fold)
+        trained = train(config, fold)
         diverged += [number] if trained.history.diverged else []
         for key in ("val_loss", "val_accuracy"):
             if key in trained.history.history:

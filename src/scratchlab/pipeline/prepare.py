@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from scratchlab.config.schema import Config
+from scratchlab.core.paths import project_root
 from scratchlab.data.preprocess import preprocess
 from scratchlab.data.registry import data_config, fetch_dataset, load_dataset
-from scratchlab.data.splits import Splits
-from scratchlab.paths import project_root
+from scratchlab.spec.splits import Splits
 
 _prepared: dict[str, tuple[Splits, dict[str, Any]]] = {}
 

@@ -14,13 +14,14 @@ import numpy as np
 
 from scratchlab.config import Config, validate_batch_size
 from scratchlab.config.schema import TrainConfig
-from scratchlab.data.splits import Splits
+from scratchlab.core.numerics import blas_threads
 from scratchlab.nn.callbacks import Callback, DivergenceGuard, EarlyStopping, History
-from scratchlab.nn.network import Network, NetworkSpec, build_network
+from scratchlab.nn.loop import fit
+from scratchlab.nn.network import Network, build_network
 from scratchlab.nn.optimizers import make_optimizer
-from scratchlab.nn.training import fit
-from scratchlab.numerics import blas_threads
-from scratchlab.resources import check_fits
+from scratchlab.pipeline.memory import check_fits
+from scratchlab.spec.network import NetworkSpec
+from scratchlab.spec.splits import Splits
 
 
 @dataclass
@@ -63,9 +64,9 @@ def preflight(config: Config, splits: Splits) -> None:
                keeps_best=stopping.enabled and stopping.restore_best)
 
 
-def train_network(config: Config, splits: Splits, callbacks: Sequence[Callback] = ()) -> Trained:
-    """Build the configured network and fit it on ``splits.train`` (validating on ``val``)."""
-    preflight(config, splits)
+def train(config: Config, splits: Splits, callbacks: Sequence[Callback] = ()) -> Trained:
+    """Build the configured network and fit it on ``splits.train`` (validating on ``val``).
+    Callers run :func:`preflight` first, once per job, before they start a tracked run."""
     net, _, rng = build_configured(config, splits)
     optimizer = make_optimizer(config.optimizer.name, **config.optimizer.hyper)
     train = config.train

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from scratchlab.errors import ScratchlabError, TrackingError
-from scratchlab.paths import project_root
+from scratchlab.core.errors import ScratchlabError, TrackingError
+from scratchlab.core.paths import project_root
 
 STAGES = ("fetch", "preprocess", "train", "evaluate")
 STAGE_TIMEOUT_S = 3600
@@ -65,7 +66,7 @@ def reproduce(run_id: str) -> Reproduction:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from scratchlab.tracking.store import tracking_uri
+    from scratchlab.tracking.uri import tracking_uri
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = mlflow.MlflowClient(tracking_uri())
@@ -159,12 +160,19 @@ def _write_params(logged_config: Path, params: Path) -> None:
 
 
 def _run_stages(run_id: str, tree: Path, store: Path, stages: tuple[str, ...]) -> None:
+    """Run the commit's own stage commands (from its ``dvc.yaml``) in ``tree``, its ``src/``
+    first on the path, logging to the throwaway ``store``."""
+    commands = {name: stage["cmd"] for name, stage in
+                yaml.safe_load((tree / "dvc.yaml").read_text())["stages"].items()}
     env = {**os.environ, "SCRATCHLAB_ROOT": str(tree),
            "PYTHONPATH": os.pathsep.join([str(tree / "src"), os.environ.get("PYTHONPATH", "")]),
            "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
     for stage in stages:
-        done = subprocess.run([sys.executable, "-m", f"scratchlab.stages.{stage}"], cwd=tree,
-                              env=env, capture_output=True, text=True, timeout=STAGE_TIMEOUT_S)
+        argv = shlex.split(commands[stage])
+        if argv[0] == "python":  # the interpreter scratchlab runs in, whatever is on PATH
+            argv[0] = sys.executable
+        done = subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True,
+                              timeout=STAGE_TIMEOUT_S)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise NotReproducible(f"run {run_id}: its {stage} stage failed when re-run "

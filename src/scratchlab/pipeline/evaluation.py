@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from scratchlab.data.splits import Splits
-from scratchlab.io import write_json_atomic, write_text_atomic
+from scratchlab.core.files import write_json_atomic, write_text_atomic
+from scratchlab.core.numerics import blas_threads
 from scratchlab.nn.network import Network
-from scratchlab.numerics import blas_threads
+from scratchlab.spec.splits import Splits
 
 METRICS_FILE = "metrics.json"
 
@@ -31,13 +31,13 @@ class Evaluation:
     figure: Any  # matplotlib Figure
 
 
-def test_report(net: Network, splits: Splits, title: str, deterministic: bool = True
+def evaluate(net: Network, splits: Splits, title: str, deterministic: bool = True
                 ) -> Evaluation:
     """Predict the test split and score it (classification or regression, by ``splits.task``).
 
     ``deterministic`` (``train.deterministic``): predict on one BLAS thread, so the metrics too
     are the same on any core count."""
-    from scratchlab import plots  # matplotlib: only the processes that score pay for it
+    from scratchlab.pipeline import plots  # matplotlib: only the processes that score pay for it
 
     with blas_threads(deterministic):
         predicted = net.predict(splits.test.X)
@@ -156,7 +156,7 @@ def regression_scores(
 def write_reports(evaluation: Evaluation, out_dir: Path, metrics_path: Path | None = None
                   ) -> list[Path]:
     """Every report file, the figure and ``metrics.json`` (by default in ``out_dir`` too)."""
-    from scratchlab import plots
+    from scratchlab.pipeline import plots
 
     metrics_path = metrics_path or out_dir / METRICS_FILE
     write_json_atomic(metrics_path, evaluation.metrics)

@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from scratchlab.config import Config
-from scratchlab.crossval import cross_validate
-from scratchlab.data.splits import Splits
-from scratchlab.errors import DivergedError
-from scratchlab.evaluation import record_evaluation, test_report, write_reports
-from scratchlab.runs import record_training, title, tracked_run
+from scratchlab.core.errors import DivergedError
+from scratchlab.pipeline.crossval import cross_validate
+from scratchlab.pipeline.evaluation import evaluate, record_evaluation, write_reports
+from scratchlab.pipeline.record import record_training, title, tracked_run
+from scratchlab.pipeline.training import preflight, train
+from scratchlab.spec.splits import Splits
 from scratchlab.tracking.recorder import EpochMetrics
-from scratchlab.trainer import preflight, train_network
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,9 @@ def run_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_dir
                           parent_run_id=parent_run_id)
     with tracked_run(config, manifest, out_dir, run_name=run_name, tags=tags,
                      parent_run_id=parent_run_id) as recorder:
-        trained = train_network(config, splits, [EpochMetrics(recorder)])
+        trained = train(config, splits, [EpochMetrics(recorder)])
         record_training(recorder, config, trained.net, trained.history, out_dir)
-        evaluation = test_report(trained.net, splits, title(config), config.train.deterministic)
+        evaluation = evaluate(trained.net, splits, title(config), config.train.deterministic)
         files = write_reports(evaluation, out_dir)
         example = splits.test.X[:5] if config.tracking.log_model else None
         record_evaluation(recorder, evaluation, files, trained.net, example)
@@ -70,7 +70,7 @@ def run_cv_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_
 
 def run_config(config: Config, out_dir: Path, **run: Any) -> float:
     """Prepare the config's data (cached), then :func:`run_job`; return the final val_loss."""
-    from scratchlab.prepare import prepare_data
+    from scratchlab.pipeline.prepare import prepare_data
 
     splits, manifest = prepare_data(config)
     return run_job(config, splits, manifest, out_dir, **run)

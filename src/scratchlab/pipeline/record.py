@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import Any
 
 from scratchlab.config import Config
-from scratchlab.errors import DivergedError
-from scratchlab.io import write_json_atomic, write_text_atomic
+from scratchlab.core.errors import DataError, DivergedError
+from scratchlab.core.files import read_json, write_json_atomic, write_text_atomic
+from scratchlab.core.numerics import numeric_environment
+from scratchlab.core.paths import git_commit
 from scratchlab.nn.callbacks import History
 from scratchlab.nn.network import Network
 from scratchlab.nn.persistence import save_network
-from scratchlab.numerics import numeric_environment
-from scratchlab.paths import git_commit
+from scratchlab.tracking.liveness import reap_once
 from scratchlab.tracking.recorder import RunRecorder
 from scratchlab.tracking.run import ended_run
 from scratchlab.tracking.store import connect
+from scratchlab.tracking.uri import tracking_uri
 
 RUN_FILE = "run.json"
 
@@ -45,13 +47,20 @@ def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
             **numeric_environment(config.train.deterministic)}
 
 
+def open_store(config: Config) -> str:
+    """Connect to the config's store (its experiment id) and, the first time this process does,
+    end the runs there whose owner process is gone (``tracking.liveness``)."""
+    experiment_id = connect(config.tracking.uri, config.tracking.experiment)
+    reap_once(tracking_uri(config.tracking.uri), config.tracking.stale_after_s)
+    return experiment_id
+
+
 @contextlib.contextmanager
 def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *,
                 run_name: str | None = None, tags: Mapping[str, str] | None = None,
                 parent_run_id: str | None = None) -> Iterator[RunRecorder]:
     """A new run holding the config, the data manifest and the tags; its id in ``run.json``."""
-    experiment_id = connect(config.tracking.uri, config.tracking.experiment,
-                            config.tracking.stale_after_s)
+    experiment_id = open_store(config)
     with ended_run(experiment_id=experiment_id, run_name=run_name or config.tracking.run_name,
                    tags={**dataset_tags(config, manifest), **(tags or {})},
                    parent_run_id=parent_run_id) as run:
@@ -72,7 +81,7 @@ def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *,
 @contextlib.contextmanager
 def resumed_run(config: Config, run_id: str) -> Iterator[RunRecorder]:
     """The run training started, reopened to add evaluation, ended again however this goes."""
-    connect(config.tracking.uri, config.tracking.experiment, config.tracking.stale_after_s)
+    open_store(config)
     with ended_run(run_id=run_id):
         yield RunRecorder(run_id, config.tracking.retry_window_s)
 
@@ -81,7 +90,7 @@ def record_training(recorder: RunRecorder, config: Config, net: Network, history
                     out_dir: Path) -> None:
     """History files and figure, how training ended (tags), and the weights; a diverged run
     raises :class:`DivergedError` (its run then ends FAILED, tagged ``diverged``)."""
-    from scratchlab import plots
+    from scratchlab.pipeline import plots
 
     _write_history(history.history, history.epochs_run, out_dir)
     recorder.log_artifacts([out_dir / "history.json"])
@@ -108,3 +117,13 @@ def _write_history(history: dict[str, list[float]], epochs: int, out_dir: Path) 
     rows = ["epoch," + ",".join(keys)]
     rows += [f"{e + 1}," + ",".join(repr(history[k][e]) for k in keys) for e in range(epochs)]
     write_text_atomic(out_dir / "history.csv", "\n".join(rows) + "\n")
+
+
+def load_run_id(path: Path) -> str:
+    """The MLflow run id ``run.json`` hands from the train stage to evaluate."""
+    run = read_json(path)
+    run_id = run.get("run_id") if isinstance(run, dict) else None
+    if not isinstance(run_id, str) or not run_id:
+        raise DataError(f"{path}: expected {{\"run_id\": \"...\"}} (rebuild it with "
+                        "`dvc repro`)")
+    return run_id

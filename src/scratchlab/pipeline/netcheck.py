@@ -19,14 +19,15 @@ import numpy as np
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from scratchlab.config import compose, validate
-from scratchlab.data.base import DataConfig
+from scratchlab.core.errors import ConfigError
+from scratchlab.core.rules import Choice, Number, build
 from scratchlab.data.catalog import DATASETS
 from scratchlab.data.registry import data_config
-from scratchlab.errors import ConfigError
 from scratchlab.nn.gradcheck import GradientCheck, check_gradients
-from scratchlab.nn.network import Network, NetworkSpec, build_network
-from scratchlab.resources import check_fits
-from scratchlab.rules import Choice, Number, build
+from scratchlab.nn.network import Network, build_network
+from scratchlab.pipeline.memory import check_fits
+from scratchlab.spec.data import DataConfig
+from scratchlab.spec.network import NetworkSpec
 
 
 @dataclass
@@ -58,7 +59,7 @@ def _shape(data: str, input_dim: int | None, output_dim: int | None) -> tuple[in
 def _batch(config, spec: NetworkSpec, samples: int, rng: np.random.Generator):
     """Real digits samples, or random inputs with targets fitting the loss (see module doc)."""
     if config.data.name == "digits":
-        from scratchlab.prepare import prepare_data
+        from scratchlab.pipeline.prepare import prepare_data
 
         splits, _ = prepare_data(config)
         return splits.train.X[:samples], splits.train.Y[:samples]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from scratchlab.io import atomic_path
+from scratchlab.core.files import atomic_path
 
 CHAR_IN = 0.075  # width of one tick-label character at matplotlib's default 10 pt, in inches
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scratchlab.errors import ConfigError
-from scratchlab.nn.network import NetworkSpec
+from scratchlab.core.errors import ConfigError
+from scratchlab.spec.network import NetworkSpec
 
 EVAL_ROWS = 1024  # Network.predict's and evaluate's batch size
 OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,

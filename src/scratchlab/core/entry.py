@@ -11,8 +11,8 @@ import logging
 import sys
 from collections.abc import Callable
 
-from scratchlab.errors import DivergedError, ScratchlabError
-from scratchlab.signals import interrupt_mark, interrupted_since, sigterm_as_interrupt
+from scratchlab.core.errors import DivergedError, ScratchlabError
+from scratchlab.core.signals import interrupt_mark, interrupted_since, sigterm_as_interrupt
 
 log = logging.getLogger("scratchlab")
 

@@ -1,4 +1,4 @@
-"""Mini-batch training: ``fit(net, optimizer, X, Y, ...) -> History``, and ``evaluate``.
+"""Mini-batch training: ``fit(net, optimizer, X, Y, ...) -> History``, and ``measure``.
 
 Epochs are numbered from 0, so ``history.history["val_loss"][history.best_epoch]`` is the best
 value. The train ``loss``/``accuracy`` of an epoch are running means over its mini-batches
@@ -16,10 +16,7 @@ from tqdm.auto import tqdm
 from scratchlab.nn.backend import xp
 from scratchlab.nn.callbacks import DIVERGED, Callback, History
 from scratchlab.nn.network import Network
-from scratchlab.rules import Number
-
-EPOCHS = Number(1, integer=True)
-BATCH_SIZE = Number(1, integer=True)
+from scratchlab.spec.training import BATCH_SIZE, EPOCHS
 
 
 def _correct(net: Network, labels) -> int:
@@ -47,10 +44,10 @@ def _as_arrays(net: Network, X, Y, what: str):
     return X, Y
 
 
-def evaluate(net: Network, X, Y, batch_size: int = 1024) -> dict[str, float]:
+def measure(net: Network, X, Y, batch_size: int = 1024) -> dict[str, float]:
     """Inference-mode ``loss`` (with the L2 term, like training) and ``accuracy``
     (classification only) over all of ``X``."""
-    X, Y = _as_arrays(net, X, Y, "evaluate")
+    X, Y = _as_arrays(net, X, Y, "measure")
     n = X.shape[0]
     labels = _labels(Y) if net.classification else None
     loss_sum, correct = 0.0, 0
@@ -133,7 +130,7 @@ def fit(
             if labels is not None:
                 logs["accuracy"] = correct / n if finite else math.nan
             if validation_data is not None and finite:
-                logs.update({f"val_{k}": v for k, v in evaluate(net, *validation_data).items()})
+                logs.update({f"val_{k}": v for k, v in measure(net, *validation_data).items()})
             for key in history.history:
                 history.history[key].append(logs.get(key, math.nan))
             history.epochs_run = epoch + 1
