@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import SHARED_FASHION, SHARED_MNIST
+from helpers import SHARED_FASHION, SHARED_MNIST
 from scratchlab.core.errors import ConfigError, DataError
 from scratchlab.data.base import RawDataset
 from scratchlab.data.catalog import DATASETS

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_MNIST
+from helpers import SHARED_MNIST
 from scratchlab.core.errors import DataError
 from scratchlab.data.download import MIRROR_ENV, Checksums, content_digest, fetch_file, file_digest
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SHARED_MNIST
+from helpers import SHARED_MNIST
 from scratchlab.core.errors import DataError
 from scratchlab.data.idx import read_idx, read_idx_pair, write_idx
 

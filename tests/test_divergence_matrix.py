@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, project_env
+from helpers import REPO, project_env
 from scratchlab.config import compose, validate
 from scratchlab.data.ex3d1 import write_ex3d1
 from scratchlab.data.registry import data_config

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 from scratchlab.pipeline.evaluation import classification_scores
 
 PLOTS = {name: spec for entry in yaml.safe_load((REPO / "dvc.yaml").read_text())["plots"]

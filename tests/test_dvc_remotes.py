@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_repo, project_env
+from helpers import copy_repo, project_env
 from servers import rclone_s3
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_dvc_remotes")]

@@ -19,7 +19,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import REPO, SHARED_FASHION, SHARED_MNIST, copy_repo, project_env
+from helpers import REPO, SHARED_FASHION, SHARED_MNIST, copy_repo, project_env
 from scratchlab.config import compose, validate
 from scratchlab.data.ex3d1 import write_ex3d1
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, project_env
+from helpers import REPO, project_env
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from conftest import REPO, SHARED_MNIST, project_env
+from helpers import REPO, SHARED_MNIST, project_env
 from scratchlab.api import config
 from scratchlab.core.numerics import numeric_environment
 from scratchlab.data.idx import write_idx

@@ -12,8 +12,8 @@ import mlflow
 import pytest
 import yaml
 
-from conftest import REPO, copy_repo, project_env
-from stage_contracts import closure, stage_entries
+from helpers import REPO, copy_repo, project_env
+from stage_contracts import closure, dep_units, stage_entries
 
 # one xdist worker runs this whole module, so its module-scoped fixture is built once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("test_pipeline_dvc")]
@@ -83,7 +83,8 @@ def test_second_repro_changes_nothing(project) -> None:
 
 def test_fresh_repro_rewrites_only_the_run_id_in_dvc_lock(project) -> None:
     """The committed dvc.lock pins the sources, data, weights and metrics a fresh clone makes;
-    only models/run.json (a new MLflow run id per run) differs."""
+    only models/run.json (a new MLflow run id per run) differs, and with it the hash of the
+    models/ folder evaluate depends on."""
     root, _, _ = project
 
     def pins(lock: Path) -> dict:
@@ -94,7 +95,7 @@ def test_fresh_repro_rewrites_only_the_run_id_in_dvc_lock(project) -> None:
     committed, fresh = pins(REPO / "dvc.lock"), pins(root / "dvc.lock")
     assert committed.keys() == fresh.keys()
     changed = {key[2] for key in committed if committed[key] != fresh[key]}
-    assert changed == {"models/run.json"}
+    assert changed == {"models/run.json", "models"}
 
 
 def _reproduce(root: Path, env: dict[str, str], run_id: str) -> subprocess.CompletedProcess:
@@ -165,15 +166,16 @@ def _status(root: Path, env: dict[str, str]) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    "module", ["src/scratchlab/data/idx.py", "src/scratchlab/pipeline/evaluation.py",
-               "src/scratchlab/pipeline/training.py"],
+    "module", ["src/scratchlab/data/idx.py", "src/scratchlab/nn/layers.py",
+               "src/scratchlab/pipeline/evaluation.py"],
 )
 def test_a_code_edit_marks_exactly_the_stages_that_run_it(project, module: str) -> None:
     root, env, _ = project
     path = root / module
     original = path.read_text()
     runs_it = {stage for stage, entry in stage_entries(root / "dvc.yaml").items()
-               if Path(module) in closure(entry)}
+               if Path(module) in closure(entry) or Path(module).parent in
+               dep_units(closure(entry))}  # a package folder it enters covers its files
     assert runs_it and runs_it != set(stage_entries(root / "dvc.yaml"))
     try:
         path.write_text(original + "\n# an edit DVC must notice\n")

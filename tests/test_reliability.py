@@ -20,7 +20,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import REPO, copy_repo, epochs_logged, project_env
+from helpers import REPO, copy_repo, epochs_logged, project_env
 from scratchlab.config import write_params
 from scratchlab.data.ex3d1 import write_ex3d1
 from scratchlab.data.idx import write_idx

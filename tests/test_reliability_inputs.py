@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, project_env
+from helpers import REPO, project_env
 from scratchlab.config import write_params
 
 pytestmark = pytest.mark.slow

@@ -17,9 +17,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import REPO, epochs_logged, project_env, wait_for
+from helpers import REPO, epochs_logged, project_env
 from scratchlab.core import owner
 from scratchlab.tracking import liveness
+from servers import wait_for
 
 
 @pytest.mark.slow

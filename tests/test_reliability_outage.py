@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, MlflowServer, project_env, wait_for
+from helpers import REPO, project_env
+from servers import MlflowServer, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 EPOCHS = 150

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_repo, epochs_logged, project_env, wait_for
+from helpers import copy_repo, epochs_logged, project_env
+from servers import wait_for
 
 pytestmark = pytest.mark.slow
 

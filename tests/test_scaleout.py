@@ -22,7 +22,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import REPO
+from helpers import REPO
 from servers import (
     PG_MISSING,
     Postgres,

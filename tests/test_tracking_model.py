@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import free_port
 from scratchlab.nn.layers import BatchNorm
 from scratchlab.nn.network import build_network
 from scratchlab.nn.persistence import save_network
 from scratchlab.spec.network import ACTIVATIONS, DTYPES, LOSSES, OUTPUTS, NetworkSpec
 from scratchlab.tracking import pyfunc_model
 from scratchlab.tracking.model import log_pyfunc_model
+from servers import free_port
 
 # one xdist worker runs this whole module, so its module-scoped fixtures are built once
 pytestmark = pytest.mark.xdist_group("test_tracking_model")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
 from scratchlab.tracking.ui import base_url, runs_url
+from servers import free_port
 
 SERVER_START_TIMEOUT_S = 120
 VIEW = "workflowType=machine_learning&compareRunsMode=CHART"

@@ -19,6 +19,17 @@ class GradientCheckFailed(ScratchlabError):
     """A parameter's backprop gradient disagrees with the numerical one (exit 1)."""
 
 
+def _store() -> str:
+    """The project's store; the first command to open it in a process ends the runs there whose
+    owner process is gone (``tracking.liveness``)."""
+    from scratchlab.tracking.liveness import reap_once
+
+    uri = tracking_uri()
+    check_store(uri)
+    reap_once(uri)
+    return uri
+
+
 def _params(args: argparse.Namespace) -> None:
     path = write_params(overrides=args.overrides)
     print(f"wrote {path}")
@@ -26,8 +37,7 @@ def _params(args: argparse.Namespace) -> None:
 
 def _ui(args: argparse.Namespace) -> None:
     """Start the MLflow UI on the project's store, on loopback unless told otherwise."""
-    uri = tracking_uri()
-    check_store(uri)
+    uri = _store()
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
                "--port", str(args.port), "--workers", str(args.workers)]
     location = artifact_location(uri)
@@ -51,6 +61,7 @@ def _compare(args: argparse.Namespace) -> None:
     from scratchlab.sweeps.compare import gather_runs, table_text
     from scratchlab.sweeps.report import write_comparison
 
+    _store()
     comparison = gather_runs(args.experiment, args.parent, args.last_sweep, "val_loss")
     print(table_text(comparison))
     title = f"{args.experiment}: {len(comparison.runs)} runs"

@@ -10,7 +10,7 @@ import os
 import subprocess
 from pathlib import Path
 
-_SOURCE_ROOT = Path(__file__).resolve().parents[2]
+_SOURCE_ROOT = Path(__file__).resolve().parents[3]
 
 
 def project_root() -> Path:

@@ -37,6 +37,7 @@ from scratchlab.core.errors import ConfigError, DivergedError, ScratchlabError
 from scratchlab.core.owner import owner_tags
 from scratchlab.core.paths import project_root
 from scratchlab.data.registry import data_config
+from scratchlab.pipeline.record import open_store
 from scratchlab.sweeps.parent import SweepInfo, child_tags, end_parent, start_parent
 from scratchlab.sweeps.report import parent_status, report_parent
 from scratchlab.sweeps.space import default_space_path, load_space, suggest
@@ -64,7 +65,7 @@ from scratchlab.sweeps.study import (
     worker_id,
 )
 from scratchlab.tracking.liveness import Heartbeat
-from scratchlab.tracking.store import busy_retry, connect
+from scratchlab.tracking.store import busy_retry
 from scratchlab.tracking.uri import sqlite_path, tracking_uri
 
 log = logging.getLogger("scratchlab")
@@ -108,7 +109,7 @@ def tune(
             raise ConfigError(f"{flag} {value}: expected an integer >= {low}")
     space = load_space(space_path or default_space_path())
     base = validate(compose(overrides), data=data_config)
-    connect(base.tracking.uri, base.tracking.experiment)
+    open_store(base)
     url = storage_url(storage, default_storage_dir(tracking_uri(base.tracking.uri)))
     stale = StaleTrials(retries)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
