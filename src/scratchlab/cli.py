@@ -117,6 +117,20 @@ def _tune(args: argparse.Namespace) -> None:
                   if best is not None else ", none completed"))
 
 
+def _lr_find(args: argparse.Namespace) -> None:
+    """Print the suggested lr and its rule; the figure and the run are in the store."""
+    from scratchlab.config import compose, validate
+    from scratchlab.data.registry import data_config
+    from scratchlab.pipeline.lrfind import FIGURE, describe, run_lr_find
+
+    cfg = validate(compose(args.overrides), data=data_config)
+    check_store(tracking_uri(cfg.tracking.uri))
+    result, run_id = run_lr_find(cfg, args.out, start_lr=args.start_lr, end_lr=args.end_lr,
+                                 iterations=args.iterations)
+    print(describe(result))
+    print(f"loss-vs-lr figure: {args.out / FIGURE}; MLflow run {run_id}")
+
+
 def _gradcheck(args: argparse.Namespace) -> None:
     """Print the table; fail (exit 1) naming the worst parameter."""
     from scratchlab.pipeline.netcheck import gradcheck, table
@@ -203,6 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", type=Path, help="trial outputs (multirun/optuna/<study>)")
     tune.add_argument("overrides", nargs="*", help="fixed Hydra overrides, e.g. train.epochs=5")
     tune.set_defaults(func=_tune)
+
+    find = sub.add_parser("lr-find", help="LR range test of the configured network: one short "
+                          "run from a tiny to a huge lr; prints a suggested lr")
+    find.add_argument("--start-lr", type=float, default=1e-7, help="first lr (default 1e-7)")
+    find.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
+    find.add_argument("--iterations", type=int, default=100,
+                      help="mini-batches at most; the test stops once the loss blows up "
+                      "(default 100)")
+    find.add_argument("--out", type=Path, default=Path("reports/lr-find"),
+                      help="where lr_find.png, lr_find.csv and lr_find.json go")
+    find.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. optimizer=adam")
+    find.set_defaults(func=_lr_find)
 
     grad = sub.add_parser("gradcheck", help="check backprop against numerical gradients "
                           "on the configured network (float64)")
