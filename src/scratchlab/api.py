@@ -63,7 +63,8 @@ def log(config: Config, trained: Trained, evaluation: Evaluation,
     return its MLflow run id."""
     splits, manifest = prepare_data(config)
     with tempfile.TemporaryDirectory() as tmp, tracked_run(
-        config, manifest, Path(tmp), run_name=run_name, tags={"entry_point": "api"}
+        config, manifest, Path(tmp), splits=splits, run_name=run_name,
+        tags={"entry_point": "api"}
     ) as recorder:
         history = trained.history
         for epoch in range(history.epochs_run):  # the curves, in as few calls as it takes
@@ -88,8 +89,8 @@ def lr_find(config: Config, splits: Splits, *, start_lr: float = 1e-7, end_lr: f
 def log_lr_find(config: Config, found: LrFind, out_dir: Path | None = None) -> str:
     """Record a range test as an MLflow run (figure, curve, ``suggested_lr``), its files in
     ``out_dir`` (default: a temp dir); return the run id."""
-    manifest = prepare_data(config)[1]
+    splits, manifest = prepare_data(config)
     if out_dir is not None:
-        return lrfind.log_lr_find(config, manifest, found, out_dir)
+        return lrfind.log_lr_find(config, splits, manifest, found, out_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        return lrfind.log_lr_find(config, manifest, found, Path(tmp))
+        return lrfind.log_lr_find(config, splits, manifest, found, Path(tmp))

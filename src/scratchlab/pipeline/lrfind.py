@@ -106,13 +106,13 @@ def write_files(result: LrFind, out_dir: Path, heading: str) -> list[Path]:
     return [out_dir / FIGURE, out_dir / TABLE_CSV, out_dir / SUMMARY]
 
 
-def log_lr_find(config: Config, manifest: Mapping[str, Any], result: LrFind,
+def log_lr_find(config: Config, splits: Splits, manifest: Mapping[str, Any], result: LrFind,
                 out_dir: Path) -> str:
     """Record a finished test as an MLflow run of its own (tag ``entry_point=lr-find``), its
     files written to ``out_dir``; return the run id."""
     heading = describe_config(config)
     files = write_files(result, out_dir, heading)
-    with tracked_run(config, manifest, out_dir, run_name=f"lr-find {heading}",
+    with tracked_run(config, manifest, out_dir, splits=splits, run_name=f"lr-find {heading}",
                      tags={"entry_point": "lr-find"}) as recorder:
         recorder.log_params({"lr_find": result.options})
         test = result.test
@@ -134,7 +134,7 @@ def run_lr_find(config: Config, out_dir: Path, **options: Any) -> tuple[LrFind, 
 
     splits, manifest = prepare_data(config)
     result = lr_find(config, splits, **options)
-    return result, log_lr_find(config, manifest, result, out_dir)
+    return result, log_lr_find(config, splits, manifest, result, out_dir)
 
 
 def describe_config(config: Config) -> str:
