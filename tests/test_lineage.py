@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scratchlab import api
 from scratchlab.api import config
 from scratchlab.core.errors import TrackingError
 from scratchlab.nn.persistence import load_network
@@ -100,7 +101,7 @@ def test_promote_registers_the_model_and_moves_the_champion(tracking_uri: str,
     # the same run again: no new version; another run: version 2 becomes the champion
     assert promote(first.info.run_id).new_version is False
     second = _only_run(tracking_uri, tmp_path, "optimizer.lr=0.1")
-    assert promote(second.info.run_id).version == "2"
+    assert api.promote(second.info.run_id).version == "2"  # the notebook API, the same
     assert client.get_model_version_by_alias("scratchlab-digits", ALIAS).run_id == (
         second.info.run_id)
     assert promote(first.info.run_id, "scratchlab-digits").version == "1"  # back to the first

@@ -9,6 +9,7 @@
 
     found = api.lr_find(config, splits)       # LR range test: found.suggestion, found.test
     api.log_lr_find(config, found)            # its figure and curve as an MLflow run
+    api.promote(run_id)                       # registered, alias champion (docs/registry.md)
 
 Each step is the function the Hydra app and the DVC stages call, so a notebook result is the
 pipeline's result for the same config and seed (bit for bit, see README).
@@ -31,8 +32,10 @@ from scratchlab.pipeline.prepare import prepare_data
 from scratchlab.pipeline.record import record_training, title, tracked_run
 from scratchlab.pipeline.training import Trained, preflight
 from scratchlab.spec.splits import Splits
+from scratchlab.tracking.registry import Promotion
+from scratchlab.tracking.registry import promote as register
 
-__all__ = ["config", "evaluate", "load_data", "log", "log_lr_find", "lr_find", "train"]
+__all__ = ["config", "evaluate", "load_data", "log", "log_lr_find", "lr_find", "promote", "train"]
 
 
 def config(*overrides: str) -> Config:
@@ -94,3 +97,9 @@ def log_lr_find(config: Config, found: LrFind, out_dir: Path | None = None) -> s
         return lrfind.log_lr_find(config, splits, manifest, found, out_dir)
     with tempfile.TemporaryDirectory() as tmp:
         return lrfind.log_lr_find(config, splits, manifest, found, Path(tmp))
+
+
+def promote(run_id: str, name: str | None = None) -> Promotion:
+    """``scratchlab promote``: register the run's model as ``name`` (default
+    ``<experiment>-<dataset>``) and point alias ``champion`` at it; ``.uri`` loads it."""
+    return register(run_id, name)
