@@ -15,7 +15,7 @@ import pytest
 
 from scratchlab import api
 from scratchlab.api import config
-from scratchlab.core.errors import TrackingError
+from scratchlab.core.errors import DivergedError, TrackingError
 from scratchlab.nn.persistence import load_network
 from scratchlab.pipeline.job import run_config
 from scratchlab.tracking.lineage import DIGEST_CHARS, dataset_input
@@ -115,7 +115,7 @@ def test_runs_that_cannot_be_champions(tracking_uri: str, tmp_path: Path) -> Non
     no_model = _only_run(tracking_uri, tmp_path, "tracking.log_model=false")
     with pytest.raises(NotPromotable, match=r"no logged model 'model'"):
         promote(no_model.info.run_id)
-    with pytest.raises(Exception, match="diverged"):
+    with pytest.raises(DivergedError, match="diverged"):
         run_config(config(*SHORT, "optimizer.lr=10", "train.epochs=4"), tmp_path / "bad")
     diverged = json.loads((tmp_path / "bad" / "run.json").read_text())["run_id"]
     with pytest.raises(NotPromotable, match=r"diverged; only a finished run can be promoted"):
