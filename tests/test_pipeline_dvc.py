@@ -125,7 +125,8 @@ def test_reproduce_reruns_a_pipeline_run_and_a_hydra_run_identically(project) ->
 def test_reproduce_refuses_uncommitted_or_unknown_code(project) -> None:
     root, env, uri = project
     client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("refused")  # apart from the pipeline's runs
+    experiment = client.create_experiment(  # apart from the pipeline's runs
+        "refused", artifact_location=(root / "mlruns" / "refused").as_uri())
     for commit, why in (("0" * 40 + "+dirty", "uncommitted changes"),
                         ("1" * 40, "is not in this repository"), ("unknown", "no git commit")):
         run = client.create_run(experiment, tags={"git_commit": commit})
@@ -142,7 +143,8 @@ def test_reproduce_refuses_data_it_cannot_match_before_training(project) -> None
 
     root, env, uri = project
     client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("refused-data")
+    experiment = client.create_experiment(
+        "refused-data", artifact_location=(root / "mlruns" / "refused-data").as_uri())
     manifest = {"name": "digits", "files": {"digits.npz": {"sha256": "0" * 64, "bytes": 1}},
                 "source": {"loader": "sklearn.datasets.load_digits"}}
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,

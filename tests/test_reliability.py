@@ -24,6 +24,7 @@ from helpers import REPO, copy_repo, epochs_logged, project_env
 from scratchlab.config import write_params
 from scratchlab.data.ex3d1 import write_ex3d1
 from scratchlab.data.idx import write_idx
+from servers import wait_for
 
 # every case here runs the product as a user does: real processes
 pytestmark = pytest.mark.slow
@@ -271,13 +272,8 @@ def test_interrupt_mid_training_ends_the_run_killed(tmp_path: Path, sig: int) ->
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if epochs_logged(tmp_path / "store" / "mlflow.db"):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("training never started")
+        wait_for(lambda: epochs_logged(tmp_path / "store" / "mlflow.db"), 120,
+                 "training to log an epoch", alive=lambda: proc.poll() is None)
         proc.send_signal(sig)
         proc.wait(timeout=60)
     finally:
@@ -374,10 +370,8 @@ def test_interrupted_repro_resumes_and_ends_identical(tmp_path: Path) -> None:
     proc = subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and epochs_logged(db) < 3:
-            assert proc.poll() is None, "dvc repro finished before it could be interrupted"
-            time.sleep(0.3)
+        wait_for(lambda: epochs_logged(db) >= 3, 180, "dvc repro's training to log 3 epochs",
+                 alive=lambda: proc.poll() is None, poll_s=0.1)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole process group
         proc.wait(timeout=60)
     finally:

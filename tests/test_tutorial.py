@@ -128,7 +128,7 @@ def test_the_tutorial_runs_as_the_page_shows(tmp_path: Path) -> None:
             + "\nit printed:\n" + done.stdout[-3000:])
 
 
-if __name__ == "__main__":  # print the real outputs, for the page
+if __name__ == "__main__":  # print the real outputs, for the page, and whether each matches
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,4 +136,7 @@ if __name__ == "__main__":  # print the real outputs, for the page
         env = environment(root)
         for step in steps():
             done = run(step, root, env)
-            print(f"$ {step.command}\n{done.stdout}[exit {done.returncode}]\n", flush=True)
+            same = matches(step.expected, done.stdout.splitlines())
+            print(f"$ {step.command}\n{done.stdout}[exit {done.returncode}]"
+                  f"{'' if same and done.returncode == step.exit_code else '  <- DIFFERS'}\n",
+                  flush=True)
