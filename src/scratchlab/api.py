@@ -8,7 +8,7 @@
     run_id = api.log(config, trained, report) # one MLflow run in the project's store
 
 Each step is the function the Hydra app and the DVC stages call, so a notebook result is the
-pipeline's result for the same config and seed (bit for bit, see README).
+pipeline's result for the same config and seed (bit for bit, see docs/reproducibility.md).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def exit_code(exc: BaseException) -> int:
-    """The documented exit code of an expected failure (README, "When things go wrong")."""
+    """The documented exit code of an expected failure (docs/reference/cli.md, Exit codes)."""
     return exc.exit_code if isinstance(exc, ScratchlabError) else INTERRUPTED_EXIT
 
 
