@@ -20,6 +20,7 @@ from hypothesis import settings
 
 from helpers import SHARED_MNIST
 from servers import MlflowServer
+from slurm import SlurmCluster, cancel_all, slurm_missing
 
 OUR_PROGRAMS = {"python", "python3", "dvc", "mlflow", "scratchlab"}
 
@@ -81,3 +82,26 @@ def mlflow_server(tmp_path: Path):
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """One single-node Slurm cluster on loopback for the session (tests/slurm.py); skipped
+    without Slurm. Stopping it fails if anything it ran is left (the daemons' logs are kept)."""
+    missing = slurm_missing()
+    if missing:
+        pytest.skip(missing)
+    cluster = SlurmCluster(logs=tmp_path_factory.mktemp("slurm-logs"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    """The session's Slurm cluster, idle when the test starts; the test's jobs cancelled after."""
+    slurm_cluster.wait_idle()
+    yield slurm_cluster
+    cancel_all(slurm_cluster.conf)
+    slurm_cluster.wait_idle()
