@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+import servers
 from helpers import SHARED_MNIST
 from servers import MlflowServer
-from slurm import SlurmCluster, cancel_all, slurm_missing
+from slurm import ClusterServers, SlurmCluster, cancel_all, slurm_missing
 
 OUR_PROGRAMS = {"python", "python3", "dvc", "mlflow", "scratchlab"}
 
@@ -105,3 +106,19 @@ def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
     yield slurm_cluster
     cancel_all(slurm_cluster.conf)
     slurm_cluster.wait_idle()
+
+
+@pytest.fixture(scope="session")
+def slurm_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterServers]:
+    """What a cluster's compute nodes reach, for the Slurm tests: PostgreSQL (databases
+    ``mlflow`` and ``optuna``) on 127.0.0.1 and an ``mlflow server`` on it."""
+    bin_dir = servers.pg_bin_dir()
+    if bin_dir is None:
+        pytest.skip(servers.PG_MISSING)
+    root = tmp_path_factory.mktemp("slurm-servers")
+    (root / "artifacts").mkdir()
+    with servers.postgres(bin_dir) as pg:
+        backend, storage = pg.create_database("mlflow"), pg.create_database("optuna")
+        with servers.mlflow_server(backend, root / "artifacts",
+                                   root / "mlflow-server.log") as url:
+            yield ClusterServers(url, storage)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -42,6 +44,7 @@ from servers import free_port, wait_for
 
 DAEMONS = ("slurmd", "slurmctld", "slurmdbd", "mariadbd", "munged")  # the order they stop in
 CLIENTS = ("sbatch", "squeue", "scancel", "sacct", "scontrol", "sinfo")
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "slurm.md"
 SBIN = os.pathsep.join(("/usr/sbin", "/sbin"))
 SLURM_MISSING = ("Slurm not found: apt-get install slurmctld slurmd slurm-client slurmdbd munge "
                  "mariadb-server (Debian/Ubuntu; .ci/run does)")
@@ -91,6 +94,17 @@ def leftovers(conf: Path) -> list[str]:
         with contextlib.suppress(psutil.Error):
             described.append(f"{proc.pid} {' '.join(proc.cmdline())[:120]}")
     return described
+
+
+def job_of(pid: int) -> str | None:
+    """The Slurm job a process runs in (``123``, or ``123_4`` for an array task), or None."""
+    try:
+        env = psutil.Process(pid).environ()
+    except psutil.Error:
+        return None
+    if "SLURM_ARRAY_JOB_ID" in env:
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
 
 
 def listening(conf: Path) -> list[tuple[str, str, int]]:
@@ -208,6 +222,11 @@ class SlurmCluster:
     def queued(self) -> list[str]:
         """Jobs pending, running or completing (``squeue``)."""
         return self.run("squeue", "-h", "-o", "%i").split()
+
+    def wait_done(self, job: str, timeout_s: float) -> None:
+        """Until ``job`` (every task of an array) has left the queue."""
+        wait_for(lambda: not self.run("squeue", "-h", "-j", job, "-o", "%i", check=False).split(),
+                 timeout_s, f"Slurm job {job} to end")
 
     def wait_idle(self, timeout_s: float = START_S) -> None:
         """Until no job is left and the node takes work."""
@@ -352,6 +371,39 @@ def slurm_cluster(accounting: bool = True, logs: Path | None = None) -> Iterator
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+# ------------------------------------------------------- what the jobs run, and where they meet
+
+
+@dataclass
+class ClusterServers:
+    """What every job reaches: the MLflow tracking server and the Optuna storage."""
+
+    tracking: str
+    storage: str
+
+
+def tune_script() -> str:
+    """The job script docs/slurm.md gives lab users: its ``#!/bin/bash`` block that runs
+    ``scratchlab tune`` (the tests and the benchmark submit exactly that)."""
+    blocks = re.findall(r"```bash\n(#!/bin/bash\n.*?)```", DOCS.read_text(), re.S)
+    [script] = [b for b in blocks if "#SBATCH" in b and "scratchlab tune" in b]
+    return script
+
+
+def submit_tune(cluster: SlurmCluster, servers: ClusterServers, workdir: Path, study: str,
+                trials: int, *args: str, sbatch: tuple[str, ...] = (),
+                env: dict[str, str] | None = None) -> str:
+    """``sbatch [options] tune.sbatch [args]`` from ``workdir``: the docs' script, with the
+    test partition and output in ``workdir``; ``sbatch`` options override the script's
+    (``--array=0-1``). The job id."""
+    script = workdir / "tune.sbatch"
+    script.write_text(tune_script())
+    env = cluster.env(MLFLOW_TRACKING_URI=servers.tracking, OPTUNA_STORAGE=servers.storage,
+                      STUDY=study, TRIALS=str(trials), **(env or {}))
+    return cluster.sbatch(f"--partition={PARTITION}", f"--output={workdir}/slurm-%A_%a.out",
+                          *sbatch, str(script), *args, cwd=workdir, env=env)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--guard"]:
