@@ -18,6 +18,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import FrozenTrial, TrialState
 
+from servers import wait_for
 from slurm import KILL_WAIT_S, PARTITION, ClusterServers, SlurmCluster, job_of, submit_tune
 from test_slurm_sweeps import family
 from test_sweep_support import FAST
@@ -118,6 +119,26 @@ def test_a_cancelled_or_killed_worker_s_trial_is_retried_once(
         _, kids = family(slurm_servers, "optuna_study", study)
         [killed] = [k for k in kids if k.data.tags["job_num"] == str(interrupted)]
         assert "died" in killed.data.tags["ended_by"]
+
+
+def test_a_suspended_worker_s_trial_is_retried_once(
+        slurm: SlurmCluster, slurm_servers: ClusterServers, tmp_path: Path) -> None:
+    """``scontrol suspend`` (SIGSTOP, as gang scheduling and PreemptMode=SUSPEND do) past the
+    heartbeat grace: the other worker fails the silent trial and re-queues it; the worker,
+    resumed and then cancelled inside that trial, must not queue it a second time."""
+    study = "slurm-suspend"
+    job = submit_tune(slurm, slurm_servers, tmp_path, study, TRIALS, *TUNE, *FAST, EPOCHS,
+                      sbatch=("--array=0-1",))
+    interrupted, victim, _ = mid_trial(slurm_servers, study)
+    slurm.run("scontrol", "suspend", victim)
+    wait_for(lambda: any(t.system_attrs.get("failed_trial") == interrupted
+                         for t in _trials(slurm_servers, study)), WAIT_S,
+             f"trial {interrupted} to be failed and re-queued by the other worker")
+    slurm.run("scontrol", "resume", victim)
+    slurm.run("scancel", victim)
+    slurm.wait_done(job, WAIT_S)
+    check_study(slurm_servers, study, interrupted, "KILLED")
+    assert "another worker had already failed it" in _logs(tmp_path)
 
 
 def test_a_worker_past_its_time_limit_is_treated_like_a_preemption(
