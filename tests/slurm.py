@@ -176,8 +176,8 @@ def guard(root: Path, logs: Path | None) -> None:
 class SlurmCluster:
     """munged, MariaDB, slurmdbd, slurmctld and slurmd for one node, on 127.0.0.1 only."""
 
-    def __init__(self, accounting: bool = True, logs: Path | None = None) -> None:
-        self.accounting, self.logs = accounting, logs
+    def __init__(self, logs: Path | None = None) -> None:
+        self.logs = logs  # where the daemons' logs are copied before the directory goes
         # not under pytest's tmp_path: munge wants every directory above its socket traversable,
         # and a unix socket path is at most 107 bytes
         self.root = Path(tempfile.mkdtemp(prefix="scratchlab-slurm-", dir=_scratch_dir()))
@@ -247,19 +247,18 @@ class SlurmCluster:
             stdin=subprocess.PIPE, start_new_session=True)
         self._write_conf()
         self._start_munge()
-        if self.accounting:
-            self._spawn("mariadbd", "--no-defaults", f"--datadir={self.root / 'db'}",
-                        f"--socket={self.root / 'mysqld.sock'}", "--bind-address=127.0.0.1",
-                        f"--port={self.ports['mariadb']}", "--user=root",
-                        "--skip-grant-tables", f"--log-error={self.root / 'mariadb.log'}",
-                        "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M",
-                        "--skip-log-bin", f"--pid-file={self.root / 'mariadb.pid'}",
-                        # a throwaway database: no fsync (slurmdbd creates ~30 tables first)
-                        "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
-                        "--innodb-flush-method=O_DIRECT_NO_FSYNC", "--sync-frm=0")
-            self._wait_port("mariadb", "mariadbd")
-            self._spawn("slurmdbd", "-D")
-            self._wait_port("slurmdbd", "slurmdbd")
+        self._spawn("mariadbd", "--no-defaults", f"--datadir={self.root / 'db'}",
+                    f"--socket={self.root / 'mysqld.sock'}", "--bind-address=127.0.0.1",
+                    f"--port={self.ports['mariadb']}", "--user=root", "--skip-grant-tables",
+                    f"--log-error={self.root / 'mariadb.log'}", "--skip-log-bin",
+                    "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M",
+                    f"--pid-file={self.root / 'mariadb.pid'}",
+                    # a throwaway database: no fsync (slurmdbd creates ~30 tables first)
+                    "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
+                    "--innodb-flush-method=O_DIRECT_NO_FSYNC", "--sync-frm=0")
+        self._wait_port("mariadb", "mariadbd")
+        self._spawn("slurmdbd", "-D")
+        self._wait_port("slurmdbd", "slurmdbd")
         self._spawn("slurmctld", "-D", "-i")
         self._wait_port("slurmctld", "slurmctld")
         self._spawn("slurmd", "-D", "-N", "localhost")
@@ -269,7 +268,8 @@ class SlurmCluster:
 
     def stop(self) -> None:
         """Stop everything (through the guard); fail if anything the cluster ran is left."""
-        if self.guard is None:
+        if self.guard is None:  # never started (or stopped already): only the directory
+            shutil.rmtree(self.root, ignore_errors=True)
             return
         with contextlib.suppress(OSError):
             self.guard.stdin.close()
@@ -319,12 +319,6 @@ class SlurmCluster:
     def _write_conf(self) -> None:
         r, socket_path = self.root, self.root / "munge" / "munge.socket"
         auth = f"socket={socket_path},cred_expire={REQUEUE_DELAY_S}"
-        accounting = [
-            "AccountingStorageType=accounting_storage/slurmdbd",
-            "AccountingStorageHost=localhost",
-            f"AccountingStoragePort={self.ports['slurmdbd']}",
-            f"AccountingStoragePass={socket_path}",  # else munge's default socket
-        ] if self.accounting else ["AccountingStorageType=accounting_storage/none"]
         lines = [
             f"ClusterName={self.cluster}", "SlurmctldHost=localhost(127.0.0.1)",
             f"SlurmctldPort={self.ports['slurmctld']}", f"SlurmdPort={self.ports['slurmd']}",
@@ -337,14 +331,17 @@ class SlurmCluster:
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU_Memory",
             "MpiDefault=none", "JobAcctGatherType=jobacct_gather/none",
-            "JobCompType=jobcomp/none", *accounting,
+            "JobCompType=jobcomp/none",
+            "AccountingStorageType=accounting_storage/slurmdbd",
+            "AccountingStorageHost=localhost", f"AccountingStoragePort={self.ports['slurmdbd']}",
+            f"AccountingStoragePass={socket_path}",  # else slurmctld uses munge's default socket
             f"KillWait={KILL_WAIT_S}", "ReturnToService=2", "MailProg=/bin/true",
             # the main scheduler every 2 s (default 60): a requeued job starts when it may
             "SchedulerParameters=sched_interval=2",
             f"PlugStackConfig={r / 'plugstack.conf'}",
             f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} "
             f"RealMemory={self.memory_mb} State=UNKNOWN",
-            f"DefMemPerCPU={self.memory_mb // self.cpus // 2}",
+            f"DefMemPerCPU={self.memory_mb // self.cpus // 2}",  # a job without --mem: not all
             f"PartitionName={PARTITION} Nodes=localhost Default=YES MaxTime=INFINITE State=UP",
         ]
         self.conf.write_text("\n".join(lines) + "\n")
@@ -365,8 +362,8 @@ class SlurmCluster:
 
 
 @contextlib.contextmanager
-def slurm_cluster(accounting: bool = True, logs: Path | None = None) -> Iterator[SlurmCluster]:
-    cluster = SlurmCluster(accounting, logs)
+def slurm_cluster(logs: Path | None = None) -> Iterator[SlurmCluster]:
+    cluster = SlurmCluster(logs)
     try:
         yield cluster.start()
     finally:
@@ -386,22 +383,21 @@ class ClusterServers:
 
 def tune_script() -> str:
     """The job script docs/slurm.md gives lab users: its ``#!/bin/bash`` block that runs
-    ``scratchlab tune`` (the tests and the benchmark submit exactly that)."""
+    ``scratchlab tune`` (the tests submit exactly that)."""
     blocks = re.findall(r"```bash\n(#!/bin/bash\n.*?)```", DOCS.read_text(), re.S)
     [script] = [b for b in blocks if "#SBATCH" in b and "scratchlab tune" in b]
     return script
 
 
 def submit_tune(cluster: SlurmCluster, servers: ClusterServers, workdir: Path, study: str,
-                trials: int, *args: str, sbatch: tuple[str, ...] = (),
-                env: dict[str, str] | None = None) -> str:
+                trials: int, *args: str, sbatch: tuple[str, ...] = ()) -> str:
     """``sbatch [options] tune.sbatch [args]`` from ``workdir``: the docs' script, with the
     test partition and output in ``workdir``; ``sbatch`` options override the script's
     (``--array=0-1``). The job id."""
     script = workdir / "tune.sbatch"
     script.write_text(tune_script())
     env = cluster.env(MLFLOW_TRACKING_URI=servers.tracking, OPTUNA_STORAGE=servers.storage,
-                      STUDY=study, TRIALS=str(trials), **(env or {}))
+                      STUDY=study, TRIALS=str(trials))
     return cluster.sbatch(f"--partition={PARTITION}", f"--output={workdir}/slurm-%A_%a.out",
                           *sbatch, str(script), *args, cwd=workdir, env=env)
 
