@@ -132,8 +132,10 @@ def test_tune_workers_as_a_job_array_share_one_study(slurm: SlurmCluster,
                                                      slurm_servers: ClusterServers,
                                                      tmp_path: Path) -> None:
     study, trials = "slurm-array", 6
+    # 10 epochs: trials long enough that one worker cannot take them all while the other starts
     job = submit_tune(slurm, slurm_servers, tmp_path, study, trials, "--heartbeat", "2",
-                      "--out", str(tmp_path / "trials"), *FAST, sbatch=("--array=0-1",))
+                      "--out", str(tmp_path / "trials"), *FAST, "train.epochs=10",
+                      sbatch=("--array=0-1",))
     slurm.wait_done(job, TUNE_S)
     logs = {p.name: p.read_text() for p in tmp_path.glob("slurm-*.out")}
     assert sorted(logs) == [f"slurm-{job}_0.out", f"slurm-{job}_1.out"]
