@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+import servers
 from helpers import REPO, SCRATCH_ROOT, SHARED_MNIST, checkout_files
 from servers import MlflowServer
+from slurm import ClusterServers, SlurmCluster, cancel_all, slurm_missing
 
 OUR_PROGRAMS = {"python", "python3", "dvc", "mlflow", "scratchlab"}
 _CHECKOUT = pytest.StashKey[dict]()
@@ -126,3 +128,42 @@ def mlflow_server(tmp_path: Path):
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """One single-node Slurm cluster on loopback for the session (tests/slurm.py); skipped
+    without Slurm. Stopping it fails if anything it ran is left (the daemons' logs are kept)."""
+    missing = slurm_missing()
+    if missing:
+        pytest.skip(missing)
+    cluster = SlurmCluster(logs=tmp_path_factory.mktemp("slurm-logs"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    """The session's Slurm cluster, idle when the test starts; the test's jobs cancelled after."""
+    slurm_cluster.wait_idle()
+    yield slurm_cluster
+    cancel_all(slurm_cluster.conf)
+    slurm_cluster.wait_idle()
+
+
+@pytest.fixture(scope="session")
+def slurm_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterServers]:
+    """What a cluster's compute nodes reach, for the Slurm tests: PostgreSQL (databases
+    ``mlflow`` and ``optuna``) on 127.0.0.1 and an ``mlflow server`` on it."""
+    bin_dir = servers.pg_bin_dir()
+    if bin_dir is None:
+        pytest.skip(servers.PG_MISSING)
+    root = tmp_path_factory.mktemp("slurm-servers")
+    (root / "artifacts").mkdir()
+    with servers.postgres(bin_dir) as pg:
+        backend, storage = pg.create_database("mlflow"), pg.create_database("optuna")
+        with servers.mlflow_server(backend, root / "artifacts",
+                                   root / "mlflow-server.log") as url:
+            yield ClusterServers(url, storage)
