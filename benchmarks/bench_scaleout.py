@@ -7,8 +7,8 @@ started together (a fresh study each time, same command otherwise). It prints tr
 minute for each, the speed-up, and the share of the workers' time spent in tracking and
 storage calls: every HTTP request to the tracking server (runs, metrics, artifacts) and every
 call of Optuna's RDB storage, timed inside each worker (main thread; the heartbeat thread is
-not counted). The last line is one JSON object, also kept (with the date and the machine) in
-``benchmarks/results/bench_scaleout.json``, one entry per mode. Target on 2 cores: speed-up
+not counted). The last line is one JSON object (``benchmarks/record.py bench_scaleout [--slurm]``
+keeps it with the date, machine and commit for the docs). Target on 2 cores: speed-up
 >= 1.6.
 
 ``--slurm``: the workers are Slurm jobs instead, one single-CPU job each (a job array of 1,
@@ -44,7 +44,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the loopback servers of the tests
 
 TARGET = 1.6
-RESULTS = ROOT / "benchmarks" / "results" / "bench_scaleout.json"
 PINNED_BLAS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # some machines pin the kernel: not here
 STUDY_S = 1800
 BUSY_CORES = 0.3  # other processes busier than this during a study: its figures are provisional
@@ -290,14 +289,6 @@ def machine(kernel: str) -> dict:
             "platform": platform.platform(), "python": platform.python_version()}
 
 
-def record(mode: str, result: dict) -> None:
-    """Keep ``result`` in RESULTS under ``mode`` (the other mode's last figures stay)."""
-    kept = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    kept[mode] = result
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -401,7 +392,6 @@ def main() -> None:
               "speedup_met": speedup >= TARGET, "others_busy_cores": round(others, 2),
               "provisional": others > BUSY_CORES,
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(kernel)}
-    record(mode, result)
     print(json.dumps(result))
 
 

@@ -52,3 +52,19 @@ def test_readme_is_a_short_entry_starting_with_the_two_commands() -> None:
     assert len(commands) == 2 and commands[0].endswith("&& dvc repro")
     assert re.match(r"^python3 -m venv .*pytest", commands[1])  # what .ci/run runs
     assert readme.index(commands[0]) < 10  # the README starts with them
+
+
+RECORD_KEYS = {"benchmark", "command", "date", "commit", "machine", "output", "results"}
+
+
+@pytest.mark.parametrize("result", sorted((REPO / "benchmarks" / "results").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_every_recorded_benchmark_is_what_record_py_writes(result: Path) -> None:
+    """The docs render these files: one written by hand (or by a benchmark itself) lacks the
+    provenance the pages print and breaks the site build."""
+    import json
+
+    record = json.loads(result.read_text())
+    assert RECORD_KEYS <= set(record), f"{result.name}: rerun python benchmarks/record.py"
+    assert record["benchmark"] == result.stem and isinstance(record["results"], dict)
+    assert record["command"].startswith(f"python benchmarks/{result.stem}.py")
