@@ -33,16 +33,23 @@ HYPERPARAMETERS: dict[str, Rule] = {
 }
 
 
+def _check_keys(kind: str, table: Mapping[str, tuple[str, ...]], rules: Mapping[str, Rule],
+                name: Any, values: Mapping[str, Any], prefix: str) -> None:
+    """``name`` one of ``table`` and each of ``values`` a key it takes, valid by its rule."""
+    Choice(tuple(table)).check(f"{prefix}name", name)
+    accepted = table[name]
+    for key, value in values.items():
+        if key not in accepted:
+            allowed = ("name", *accepted) if prefix else accepted  # a config group has a name
+            raise ValueError(f"{prefix}{key}: unknown key for {kind} {name!r}; "
+                             f"allowed: {', '.join(allowed)}")
+        rules[key].check(prefix + key, value)
+
+
 def check_optimizer(name: Any, hyper: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """``hyper`` checked for optimizer ``name`` (``lr`` required, no key it does not take);
     ValueError/TypeError naming ``prefix + key``. Returns the values as floats."""
-    Choice(tuple(OPTIMIZERS)).check(f"{prefix}name", name)
-    accepted = OPTIMIZERS[name]
-    for key, value in hyper.items():
-        if key not in accepted:
-            raise ValueError(f"{prefix}{key}: unknown key for optimizer {name!r}; "
-                             f"allowed: {', '.join(('name', *accepted) if prefix else accepted)}")
-        HYPERPARAMETERS[key].check(prefix + key, value)
+    _check_keys("optimizer", OPTIMIZERS, HYPERPARAMETERS, name, hyper, prefix)
     if "lr" not in hyper:
         raise ValueError(f"{prefix}lr: missing (it is required; set {prefix}lr=...)")
     return {key: float(value) for key, value in hyper.items()}
@@ -73,13 +80,7 @@ def check_schedule(name: Any, params: Mapping[str, Any], lr: float, epochs: int,
     """``params`` checked for schedule ``name`` over ``epochs`` from ``lr``: no key it does not
     take, each value by its rule, the warm-up shorter than training and ``min_lr`` below
     ``lr``; ValueError/TypeError naming ``prefix + key``. Returns the values as floats."""
-    Choice(tuple(SCHEDULES)).check(f"{prefix}name", name)
-    accepted = SCHEDULES[name]
-    for key, value in params.items():
-        if key not in accepted:
-            raise ValueError(f"{prefix}{key}: unknown key for schedule {name!r}; "
-                             f"allowed: {', '.join(('name', *accepted))}")
-        SCHEDULE_PARAMETERS[key].check(prefix + key, value)
+    _check_keys("schedule", SCHEDULES, SCHEDULE_PARAMETERS, name, params, prefix)
     warmup = params.get("warmup_epochs", 0)
     if warmup >= epochs:
         raise ValueError(f"{prefix}warmup_epochs={warmup} is out of range; expected a number "
