@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,13 @@ def test_the_config_never_imports_the_engine() -> None:
         engine = [p for p in closure(entry) if p.parts[:3] == ("src", "scratchlab", "nn")]
         assert not engine, f"{entry} imports the engine: {engine}"
     assert module_file("scratchlab.config") is not None
+
+
+def test_the_architecture_note_names_every_module() -> None:
+    """docs/architecture.md is where a reader finds what each module is for: a new module
+    that is not there is a module nobody can find."""
+    note = (REPO / "docs" / "architecture.md").read_text()
+    named = {word.removesuffix(".py") for word in re.findall(r"`([\w./]+)`", note)}
+    missing = [name for name, path in _modules().items()
+               if path.stem != "__init__" and path.stem not in named]
+    assert missing == [], f"docs/architecture.md does not name: {', '.join(missing)}"
