@@ -23,8 +23,17 @@ def sigmoid(x):
 
 
 def softmax(x):
-    """Numerically stable row-wise softmax of a (n, k) array: ``exp`` of ``x - max(x)``."""
+    """Numerically stable row-wise softmax of a (n, k) array: ``exp`` of ``x - max(x)``, so
+    the largest exponent of each row is 0 and nothing overflows."""
     out = x - xp.max(x, axis=1, keepdims=True)
     xp.exp(out, out=out)
     out /= xp.sum(out, axis=1, keepdims=True)
+    return out
+
+
+def log_softmax(x):
+    """``log(softmax(x))`` row-wise, as ``x - max(x) - log(sum(exp(x - max(x))))``: exact
+    even where ``softmax(x)`` underflows to 0."""
+    out = x - xp.max(x, axis=1, keepdims=True)
+    out -= xp.log(xp.sum(xp.exp(out), axis=1, keepdims=True))
     return out

@@ -29,10 +29,7 @@ class Network:
     """A sequence of layers, an output activation and a loss.
 
     ``params``/``grads`` are dicts keyed ``"dense1.W"``, ``"batchnorm1.gamma"``... holding the
-    layers' own arrays, so ``optimizer.update(net.params, net.grads)`` trains in place. Those
-    arrays are views into two contiguous vectors, ``flat_params``/``flat_grads``: updating
-    those instead (``optimizer.update([net.flat_params], [net.flat_grads])``, as ``fit`` does)
-    is the same step in a few whole-vector operations rather than a dozen per array.
+    layers' own arrays, so ``optimizer.update(net.params, net.grads)`` trains in place.
     The L2 penalty ``0.5 * weight_decay * sum(W^2)`` over the Dense weights (not biases) lives
     only in ``loss`` and ``backward``, which therefore always agree.
     """
@@ -52,6 +49,10 @@ class Network:
         else:
             self.loss_layer = SigmoidCrossEntropy()
             self.fused = True
+        # The network moves every layer's parameters into one vector, and their gradients
+        # into another, leaving each layer a view of its part: ``fit`` then updates
+        # ``[flat_params]`` with ``[flat_grads]``, the same step as per array but in ~12 whole-
+        # vector NumPy calls instead of ~12 per array (a 2-layer net's 4 arrays: 48 calls).
         self.flat_params = _pack(named_layers, "params", self.dtype)
         self.flat_grads = _pack(named_layers, "grads", self.dtype)
         self.params = {
@@ -73,7 +74,7 @@ class Network:
         self._decayed_grads = [
             layer.grads["W"] for layer in self.layers if isinstance(layer, Dense)
         ]
-        # Nobody consumes the gradient w.r.t. the input: let the first Dense skip computing it.
+        # Nobody reads the gradient with respect to the network's input: the first layer skips it.
         self.layers[0].input_grad = False
         self.output = None
 
@@ -153,7 +154,8 @@ class Network:
 
 
 def _pack(named_layers, attribute: str, dtype):
-    """Move every array of ``layer.<attribute>`` into one new vector; the layers keep views."""
+    """Move every array of ``layer.<attribute>`` into one new vector, and put a view of its
+    part in the layer's dict in its place (the layers fill and read them in place)."""
     arrays = [getattr(layer, attribute) for _, layer in named_layers]
     flat = xp.empty(sum(a.size for d in arrays for a in d.values()), dtype=dtype)
     offset = 0
