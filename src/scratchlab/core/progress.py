@@ -11,6 +11,7 @@ at each tenth of the total (a download's bytes). Both take the calls the project
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -103,3 +104,10 @@ def download_progress(name: str, enabled: bool = True) -> Any:
     if not enabled:
         return False
     return True if on_terminal() else LogProgress(None, name, "B", every_step=False)
+
+
+def quiet_library_bars() -> None:
+    """Off a terminal, switch off the bars libraries draw by themselves (MLflow's artifact
+    transfers), whose carriage returns would pile up in a log the same way."""
+    if not on_terminal():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

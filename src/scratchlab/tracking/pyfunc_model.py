@@ -113,8 +113,8 @@ class NetworkModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.net = StandaloneNetwork.load(Path(context.artifacts["network"]) / WEIGHTS)
 
-    # The hint only tells MLflow not to infer a schema from it (DataFrames arrive too); the
-    # signature comes from the input example the model was logged with.
+    # The hint only tells MLflow not to infer a schema from it (DataFrames arrive too). The
+    # signature declares the outputs only, so float32 and float64 rows both arrive here.
     def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         return self.net.predict(model_input)
 
