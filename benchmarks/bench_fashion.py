@@ -18,13 +18,19 @@ input layer's gradient is computed by none of the three. Elementwise work is not
 
     .venv/bin/python benchmarks/bench_fashion.py [--repeats 5] [--epochs 10] [--batches 100,32]
 
-The last line printed is one JSON object with every figure and a boolean per target.
+The command unsets ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` for its own worker processes
+(they pin OpenBLAS's kernel on some machines and slow a current NumPy) and prints the kernel
+threadpoolctl reports. The last line printed is one JSON object with every figure and a boolean
+per target, also written to ``--out`` (default ``benchmarks/results/bench_fashion.json``) with
+the date and machine.
 """
 
 import argparse
+import datetime
 import importlib.util
 import json
 import os
+import platform
 import statistics
 import sys
 import time
@@ -44,6 +50,63 @@ TARGETS = {"torch_100": 0.45, "torch_32": 0.40, "sklearn": 0.45, "ideal": 1.6, "
 MIN_ACCURACY = 0.87
 CONTENDERS = ("scratchlab", "scratchlab_1blas", "torch", "sklearn")
 PAUSE_S = 0.5
+
+
+PINS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def unpin_blas() -> dict[str, str]:
+    """Unset the variables that pin OpenBLAS's kernel, for this process's workers (spawned
+    after this); returns what they were."""
+    return {name: os.environ.pop(name) for name in PINS if name in os.environ}
+
+
+def machine() -> dict[str, object]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def _kernel_setup():
+    from threadpoolctl import threadpool_info
+
+    def run(data):
+        blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        if not blas:
+            return "no BLAS found", 0.0
+        pool = blas[0]
+        return (f"{pool.get('internal_api')} {pool.get('version')} {pool.get('architecture')}, "
+                f"{pool.get('num_threads')} threads"), 0.0
+
+    return run, {}
+
+
+def blas_kernel() -> str:
+    """The BLAS kernel a worker spawned now (in this command's environment) computes with."""
+    worker = Worker("blas", _kernel_setup, ())
+    try:
+        return worker.run()[0]
+    finally:
+        worker.close()
+
+
+def write_result(path: Path, result: dict) -> None:
+    """Print ``result`` as the last line, and write it to ``path`` with the date and machine
+    (the JSON the docs render their tables from)."""
+    stamped = {**result, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+               "machine": machine()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stamped, indent=1) + "\n")
+    print(f"written to {path}")
+    print(json.dumps(stamped))
 
 
 def default_data_dir() -> Path:
@@ -183,6 +246,8 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batches", default="100,32", help="comma-separated batch sizes")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).with_name("results") / "bench_fashion.json")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 repeats, 1 epoch, "
                         "10000/2000 images")  # fmt: skip
     args = parser.parse_args(argv)
@@ -200,6 +265,8 @@ def main(argv=None) -> None:
     if missing:
         sys.exit(f"Fashion-MNIST not found: {args.data} lacks {', '.join(missing)} "
                  "(pass --data DIR or set SCRATCHLAB_SHARED_DATA)")  # fmt: skip
+    unpinned = unpin_blas()
+    kernel = blas_kernel()
     names = list(CONTENDERS)
     if importlib.util.find_spec("torch") is None:
         print("torch not importable: skipped (pip install torch==2.13.0)", file=sys.stderr)
@@ -217,10 +284,10 @@ def main(argv=None) -> None:
     finally:
         for worker in workers.values():
             worker.close()
-    report(args, names, runs)
+    report(args, names, runs, kernel, unpinned)
 
 
-def report(args, names, runs) -> None:
+def report(args, names, runs, kernel="", unpinned=None) -> None:
     n_train = args.n_train or 60000
     n_test = args.n_test or 10000
     epoch_gflop = n_train * FLOPS_PER_SAMPLE / 1e9
@@ -236,7 +303,8 @@ def report(args, names, runs) -> None:
            "others_cores_median": round(statistics.median(others), 2),
            "others_cores_max": round(max(others), 2), "peak_rss_mb": round(rss_mb, 1),
            "data_mb": round(data_mb, 1), "rss_vs_data": round(rss_mb / data_mb, 3),
-           "target_rss": rss_mb <= TARGETS["rss"] * data_mb}  # fmt: skip
+           "target_rss": rss_mb <= TARGETS["rss"] * data_mb, "blas": kernel,
+           "unset_env": unpinned or {}}  # fmt: skip
     print(f"Fashion-MNIST {n_train} train / {n_test} test, {D_IN}-{D_HIDDEN}-{D_OUT} ReLU, Adam "
           f"lr {LR:g}, float32, {args.epochs} epochs; median of {args.repeats} runs")  # fmt: skip
     print(f"{'batch':>5}  {'contender':<17}{'epoch s':>8}{'min s':>8}{'test acc':>9}")
@@ -279,8 +347,9 @@ def report(args, names, runs) -> None:
           f" cores median, {out['others_cores_max']:.2f} max (of {os.cpu_count()})")  # fmt: skip
     met = sorted(k for k, v in out.items() if k.startswith("target_") and v is True)
     missed = sorted(k for k, v in out.items() if k.startswith("target_") and v is not True)
+    print(f"BLAS: {kernel}; unset for the workers: {unpinned or 'nothing'}")
     print(f"targets met: {', '.join(met) or '-'}; not met: {', '.join(missed) or '-'}")
-    print(json.dumps(out))
+    write_result(args.out, out)
 
 
 if __name__ == "__main__":

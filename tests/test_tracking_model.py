@@ -79,6 +79,25 @@ def logged(tmp_path_factory):
         mlflow.set_tracking_uri(previous)
 
 
+CONV_SPEC = NetworkSpec(
+    2 * 6 * 5, 3, (4,), "relu", dropout=0.3, image_shape=(2, 6, 5),
+    blocks=[{"type": "conv", "filters": 3, "kernel": 3, "padding": 1},
+            {"type": "maxpool", "size": 2}, {"type": "conv", "filters": 2, "kernel": 2}])
+
+
+@pytest.fixture(scope="module")
+def logged_conv(logged):
+    """A conv net logged to the same store: (run id, net, X)."""
+    uri = logged[0]
+    mlflow.set_tracking_uri(uri)
+    net = build_network(CONV_SPEC, np.random.default_rng(3))
+    _randomize(net, np.random.default_rng(4))
+    X = _pixels(5, CONV_SPEC.input_dim, seed=5)
+    with mlflow.start_run(experiment_id=mlflow.get_experiment_by_name("nn").experiment_id) as run:
+        log_pyfunc_model(net, name="model", input_example=X[:1])
+    return run.info.run_id, net, X
+
+
 def test_load_back_and_predict_identically(logged):
     """The project's own arrays score: float32 (``data/processed`` holds float32) and float64
     rows, as arrays or DataFrames, all give ``Network.predict``'s values."""
@@ -95,6 +114,14 @@ def test_load_back_and_predict_identically(logged):
     assert model.metadata.metadata["input_shape"] == [-1, 4]
     with pytest.raises(Exception, match="expected rows of 4 features, got shape"):
         model.predict(X[:, :3])
+
+
+def test_conv_net_loads_back_and_predicts_identically(logged, logged_conv):
+    run_id, net, X = logged_conv
+    mlflow.set_tracking_uri(logged[0])
+    model = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    for rows in (X, X.astype(np.float32)):
+        np.testing.assert_array_equal(model.predict(rows), net.predict(X))
 
 
 def test_logged_from_code_not_pickled_and_self_contained(logged):
@@ -170,6 +197,35 @@ def test_standalone_reads_what_save_network_writes(tmp_path):
     del state["batchnorm2.running_var"]
     with pytest.raises(ValueError, match=r"missing \['batchnorm2.running_var'\]"):
         pyfunc_model.StandaloneNetwork(spec.to_dict(), state)
+
+
+def _conv_specs():
+    """Conv nets over every block type and option, with and without BatchNorm, both dtypes."""
+    blocks = [
+        [{"type": "conv", "filters": 3, "kernel": 3}, {"type": "maxpool", "size": 2}],
+        [{"type": "conv", "filters": 2, "kernel": 3, "stride": 2, "padding": 1},
+         {"type": "avgpool", "size": 2, "stride": 1}, {"type": "conv", "filters": 3, "kernel": 2}],
+        [{"type": "maxpool", "size": 3, "stride": 1}, {"type": "conv", "filters": 2, "kernel": 1}],
+    ]
+    for block, batchnorm, dtype, activation, hidden in itertools.product(
+        blocks, (False, True), DTYPES, ("relu", "tanh"), ((), (5,))
+    ):
+        yield NetworkSpec(2 * 7 * 7, 4, hidden, activation, batchnorm=batchnorm, dropout=0.2,
+                          dtype=dtype, blocks=block, image_shape=(2, 7, 7))
+
+
+def test_standalone_conv_forward_equals_network_predict():
+    """The model file's conv, pool and BatchNorm inference, through the same ``functional``
+    calls, is bit-identical to ``Network.predict`` (1100 rows: two batches)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1100, 98)) * 2.0
+    for spec in _conv_specs():
+        net = build_network(spec, np.random.default_rng(1))
+        _randomize(net, rng)
+        got = pyfunc_model.StandaloneNetwork(spec.to_dict(), net.state_dict()).predict(X)
+        expected = net.predict(X)
+        assert got.dtype == expected.dtype, spec
+        np.testing.assert_array_equal(got, expected, err_msg=str(spec))
 
 
 # --- where scratchlab is not importable --------------------------------------------------
@@ -260,6 +316,31 @@ def test_load_model_without_scratchlab(logged, bare_venv, tmp_path):
     got = np.load(tmp_path / "out.npy")
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, net.predict(X))
+
+
+@pytest.mark.slow
+def test_conv_model_predicts_without_scratchlab(logged, logged_conv, bare_venv, tmp_path):
+    """A conv net's model (im2col, conv and pooling inlined) in the bare venv: loaded by
+    ``mlflow.pyfunc.load_model`` on float32 rows, and by ``mlflow models predict`` on JSON."""
+    uri = logged[0]
+    run_id, net, X = logged_conv
+    np.save(tmp_path / "x.npy", X.astype(np.float32))
+    subprocess.run(
+        [str(bare_venv / "bin" / "python"), "-I", "-c", _LOAD_AND_PREDICT,
+         f"runs:/{run_id}/model", "x.npy", "out.npy"],
+        cwd=tmp_path, env=_bare_env(bare_venv, uri), check=True, capture_output=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )  # fmt: skip
+    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), net.predict(X))
+    _write_inputs(X, tmp_path)
+    subprocess.run(
+        [str(bare_venv / "bin" / "mlflow"), "models", "predict", "-m", f"runs:/{run_id}/model",
+         "-i", "images.json", "-t", "json", "-o", "json.out", "--env-manager", "local"],
+        cwd=tmp_path, env=_bare_env(bare_venv, uri), check=True, capture_output=True,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )  # fmt: skip
+    predictions = json.loads((tmp_path / "json.out").read_text())["predictions"]
+    np.testing.assert_array_equal(np.array(predictions, dtype=np.float32), net.predict(X))
 
 
 def _write_inputs(rows: np.ndarray, directory: Path) -> None:

@@ -33,16 +33,17 @@ _WEIGHTS = "network.npz"  # pyfunc_model.WEIGHTS: the file name the model reads 
 
 
 def model_code() -> str:
-    """``pyfunc_model.py`` with its one scratchlab import replaced by that module's source."""
+    """``pyfunc_model.py`` with its one scratchlab import (``scratchlab.nn.functional``)
+    replaced by that module's source."""
     inlined = _FUNCTIONAL.read_text().replace(
         "from scratchlab.nn.backend import xp", "import numpy as xp")
-    lines = []
-    for line in _MODEL_CODE.read_text().splitlines():
-        if "# INLINED" in line:
-            lines += ["# --- scratchlab/nn/functional.py, inlined ---", inlined.strip(),
-                      "# --- end of scratchlab/nn/functional.py ---"]
-        else:
-            lines.append(line)
+    source = _MODEL_CODE.read_text()
+    lines = source.splitlines()
+    (node,) = [node for node in ast.parse(source).body if isinstance(node, ast.ImportFrom)
+               and node.module == "scratchlab.nn.functional"]
+    lines[node.lineno - 1 : node.end_lineno] = [
+        "# --- scratchlab/nn/functional.py, inlined ---", inlined.strip(),
+        "# --- end of scratchlab/nn/functional.py ---"]
     code = "\n".join(lines) + "\n"
     imported = {alias.name for node in ast.walk(ast.parse(code))
                 if isinstance(node, ast.Import) for alias in node.names}
