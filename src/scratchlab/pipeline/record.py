@@ -23,6 +23,8 @@ from scratchlab.core.paths import git_commit
 from scratchlab.nn.callbacks import History
 from scratchlab.nn.network import Network
 from scratchlab.nn.persistence import save_network
+from scratchlab.spec.splits import Splits
+from scratchlab.tracking.lineage import dataset_input
 from scratchlab.tracking.liveness import reap_once
 from scratchlab.tracking.recorder import RunRecorder
 from scratchlab.tracking.run import ended_run
@@ -37,12 +39,16 @@ def title(config: Config) -> str:
             f"lr={config.optimizer.hyper['lr']}")
 
 
-def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """The sha256 of the raw files the manifest lists (names and their sha256s)."""
     files = manifest.get("files", {})
-    digest = hashlib.sha256(
+    return hashlib.sha256(
         "".join(f"{name}:{info['sha256']};" for name, info in sorted(files.items())).encode()
     ).hexdigest()
-    return {"dataset": config.data.name, "dataset_sha256": digest,
+
+
+def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
+    return {"dataset": config.data.name, "dataset_sha256": manifest_digest(manifest),
             "seed": str(config.train.seed), "git_commit": git_commit(),
             **numeric_environment(config.train.deterministic)}
 
@@ -56,10 +62,11 @@ def open_store(config: Config) -> str:
 
 
 @contextlib.contextmanager
-def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *,
+def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *, splits: Splits,
                 run_name: str | None = None, tags: Mapping[str, str] | None = None,
                 parent_run_id: str | None = None) -> Iterator[RunRecorder]:
-    """A new run holding the config, the data manifest and the tags; its id in ``run.json``."""
+    """A new run holding the config, the data manifest and the tags, and the data as its dataset
+    input (``tracking.lineage``, schema from ``splits.train``); its id in ``run.json``."""
     experiment_id = open_store(config)
     with ended_run(experiment_id=experiment_id, run_name=run_name or config.tracking.run_name,
                    tags={**dataset_tags(config, manifest), **(tags or {})},
@@ -69,6 +76,9 @@ def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *,
         recorder.log_params(config.plain)
         recorder.log_dict(config.plain, "config.yaml")
         recorder.log_dict(dict(manifest), "data/manifest.json")
+        recorder.log_input(dataset_input(config.data.name, manifest_digest(manifest),
+                                         manifest.get("source", {}), splits.train.X,
+                                         splits.train.Y))
         try:
             yield recorder
         except BaseException:  # send the epochs still pending, yet report the original error
