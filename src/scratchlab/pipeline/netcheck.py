@@ -34,7 +34,6 @@ from scratchlab.pipeline.memory import check_fits
 from scratchlab.spec.data import DataConfig
 from scratchlab.spec.network import NetworkSpec
 
-
 ENTRIES = 1000  # checked per parameter by default
 
 
