@@ -281,3 +281,18 @@ def test_memory_estimate_covers_a_conv_training_step(blocks):
         tracemalloc.stop()
     _, estimate = training_bytes(spec, EVAL_ROWS)
     assert peak <= estimate <= 4 * peak, (peak, estimate)
+
+
+def test_a_saved_conv_net_loads_back_identical(tmp_path, rng):
+    from scratchlab.nn.persistence import load_network, save_network
+
+    spec = NetworkSpec(2 * 7 * 7, 3, (5,), "relu", batchnorm=True, image_shape=(2, 7, 7),
+                       blocks=[{"type": "conv", "filters": 3, "kernel": 3, "padding": 1},
+                               {"type": "maxpool", "size": 3, "stride": 2}])
+    net = build_network(spec, rng)
+    X = rng.random((6, 98), dtype=np.float32)
+    net.loss(X, np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]])  # BatchNorm statistics move
+    save_network(net, tmp_path / "model.npz")
+    loaded = load_network(tmp_path / "model.npz")
+    assert loaded.spec == spec and loaded.spec.blocks[1].stride == 2
+    np.testing.assert_array_equal(loaded.predict(X), net.predict(X))

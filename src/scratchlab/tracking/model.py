@@ -63,6 +63,8 @@ def log_pyfunc_model(net: Network, name: str = "model", input_example=None):
     outputs = Schema([TensorSpec(numpy.dtype(net.dtype), (-1, net.spec.output_dim))])
     metadata = {"input_shape": [-1, net.spec.input_dim], "input_dtypes": ["float32", "float64"],
                 "dtype": str(net.dtype)}
+    if net.spec.blocks:  # the rows are images, channels first, flattened
+        metadata["image_shape"] = list(net.spec.image_shape)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "network"
         save_network(net, directory / _WEIGHTS)
