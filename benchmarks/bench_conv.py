@@ -17,14 +17,16 @@ and the optimizer are not counted.
 
 The command unsets ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` for its own worker processes
 (they pin OpenBLAS's kernel on some machines and slow a current NumPy) and prints the kernel
-threadpoolctl reports. The last line printed is one JSON object with every figure, also
-written to ``--out`` (default ``benchmarks/results/bench_conv.json``) with the date and machine.
+threadpoolctl reports. The last line printed is one JSON object with every figure;
+``benchmarks/record.py bench_conv`` keeps it for the docs. PyTorch comes from the interpreter
+running this (a separate virtualenv: it is no dependency of scratchlab or its tests).
 
-    .venv/bin/python benchmarks/bench_conv.py [--repeats 3] [--epochs 2] [--quick]
+    python benchmarks/record.py bench_conv [--repeats 3] [--epochs 2] [--quick]
 """
 
 import argparse
 import importlib.util
+import json
 import os
 import statistics
 import sys
@@ -39,7 +41,6 @@ from bench_fashion import (
     load,
     run_gemm,
     unpin_blas,
-    write_result,
 )
 from workers import Worker
 
@@ -141,8 +142,6 @@ def parse_args(argv=None):
     parser.add_argument("--data", type=Path, default=None, help="dir with the 4 IDX .gz files")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).with_name("results") / "bench_conv.json")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 2 repeats, 1 epoch, 6000/1000 images")
     args = parser.parse_args(argv)
@@ -223,7 +222,7 @@ def report(args, names, runs, kernel, unpinned) -> None:
     print(f"BLAS: {kernel}; unset for the workers: {unpinned or 'nothing'}")
     print(f"machine load from other processes during the runs: {out['others_cores_median']:.2f}"
           f" cores median, {out['others_cores_max']:.2f} max (of {os.cpu_count()})")
-    write_result(args.out, out)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -21,16 +21,13 @@ input layer's gradient is computed by none of the three. Elementwise work is not
 The command unsets ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` for its own worker processes
 (they pin OpenBLAS's kernel on some machines and slow a current NumPy) and prints the kernel
 threadpoolctl reports. The last line printed is one JSON object with every figure and a boolean
-per target, also written to ``--out`` (default ``benchmarks/results/bench_fashion.json``) with
-the date and machine.
+per target; ``benchmarks/record.py bench_fashion`` keeps it for the docs.
 """
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -61,20 +58,6 @@ def unpin_blas() -> dict[str, str]:
     return {name: os.environ.pop(name) for name in PINS if name in os.environ}
 
 
-def machine() -> dict[str, object]:
-    """What the figures were measured on."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpus": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__}
-
-
 def _kernel_setup():
     from threadpoolctl import threadpool_info
 
@@ -96,17 +79,6 @@ def blas_kernel() -> str:
         return worker.run()[0]
     finally:
         worker.close()
-
-
-def write_result(path: Path, result: dict) -> None:
-    """Print ``result`` as the last line, and write it to ``path`` with the date and machine
-    (the JSON the docs render their tables from)."""
-    stamped = {**result, "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-               "machine": machine()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(stamped, indent=1) + "\n")
-    print(f"written to {path}")
-    print(json.dumps(stamped))
 
 
 def default_data_dir() -> Path:
@@ -246,8 +218,6 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batches", default="100,32", help="comma-separated batch sizes")
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).with_name("results") / "bench_fashion.json")
     parser.add_argument("--quick", action="store_true", help="smoke test: 2 repeats, 1 epoch, "
                         "10000/2000 images")  # fmt: skip
     args = parser.parse_args(argv)
@@ -349,7 +319,7 @@ def report(args, names, runs, kernel="", unpinned=None) -> None:
     missed = sorted(k for k, v in out.items() if k.startswith("target_") and v is not True)
     print(f"BLAS: {kernel}; unset for the workers: {unpinned or 'nothing'}")
     print(f"targets met: {', '.join(met) or '-'}; not met: {', '.join(missed) or '-'}")
-    write_result(args.out, out)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -15,24 +15,20 @@ unset (some machines pin them; tests never change them), which reports the BLAS 
 
     .venv/bin/python benchmarks/bench_lr_find.py [--repeats 7]
 
-The last line printed is one JSON object with the figures; it is also written, with the date and
-the machine, to ``benchmarks/results/bench_lr_find.json``.
+The last line printed is one JSON object with the figures (``benchmarks/record.py bench_lr_find``
+keeps it, with the date, the machine and the commit, for the docs).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bench_lr_find.json"
 PINNED = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 TRAIN_EPOCHS = 20
 
@@ -106,14 +102,6 @@ def main() -> None:
     print(f"suggested lr {figures['suggested_lr']:.3g} ({figures['rule']}): test accuracy "
           f"{figures['suggested_test_accuracy']:.4f}; default lr {figures['default_lr']}: "
           f"{figures['default_test_accuracy']:.4f} (target: at least the default's)")
-    record = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-              "machine": {"node": platform.node(), "machine": platform.machine(),
-                          "processor": platform.processor(), "cpus": os.cpu_count(),
-                          "python": platform.python_version(),
-                          "load_avg_1m": round(os.getloadavg()[0], 2)},
-              **figures}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(figures))
 
 

@@ -12,7 +12,7 @@
     api.promote(run_id)                       # registered, alias champion (docs/registry.md)
 
 Each step is the function the Hydra app and the DVC stages call, so a notebook result is the
-pipeline's result for the same config and seed (bit for bit, see README).
+pipeline's result for the same config and seed (bit for bit, see docs/reproducibility.md).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _reap(args: argparse.Namespace) -> None:
-    """End every RUNNING run of the store whose process is gone (README: When things go wrong)."""
+    """End every RUNNING run of the store whose process is gone (docs/reliability.md)."""
     from scratchlab.tracking.liveness import reap_store
 
     ended = reap_store(tracking_uri(), args.stale_after)

@@ -56,9 +56,9 @@ class TrainConfig:
     divergence_factor: float = ruled(_GUARD["factor"], default=1.5)
     divergence_patience: int = ruled(_GUARD["patience"], default=3)
     progress: bool = ruled(Flag(), default=True)
-    # one BLAS thread while training: the same weights on any core count (README)
+    # one BLAS thread while training: the same weights on any core count (docs/reproducibility.md)
     deterministic: bool = ruled(Flag(), default=True)
-    # k-fold cross-validation of each sweep point (0: off; README "Cross-validated sweeps")
+    # k-fold cross-validation of each sweep point (0: off; docs/sweeps.md)
     cv_folds: int = ruled(Number(0, integer=True), default=0)
 
 

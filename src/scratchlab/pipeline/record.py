@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,16 @@ def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
             **numeric_environment(config.train.deterministic)}
 
 
+def experiment_tags() -> dict[str, str]:
+    """The DVC experiment running this stage, if any (``dvc exp run`` names it in the stage's
+    environment): tag ``dvc.exp`` and its baseline commit, so a row of ``dvc exp show`` and
+    its MLflow run find each other."""
+    name = os.environ.get("DVC_EXP_NAME")
+    if not name:
+        return {}
+    return {"dvc.exp": name, "dvc.exp.baseline": os.environ.get("DVC_EXP_BASELINE_REV", "")}
+
+
 def open_store(config: Config) -> str:
     """Connect to the config's store (its experiment id) and, the first time this process does,
     end the runs there whose owner process is gone (``tracking.liveness``)."""
@@ -66,10 +77,13 @@ def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *, s
                 run_name: str | None = None, tags: Mapping[str, str] | None = None,
                 parent_run_id: str | None = None) -> Iterator[RunRecorder]:
     """A new run holding the config, the data manifest and the tags, and the data as its dataset
-    input (``tracking.lineage``, schema from ``splits.train``); its id in ``run.json``."""
+    input (``tracking.lineage``, schema from ``splits.train``); its id in ``run.json``. Under
+    ``dvc exp run`` it is named after the DVC experiment unless a name is given."""
     experiment_id = open_store(config)
-    with ended_run(experiment_id=experiment_id, run_name=run_name or config.tracking.run_name,
-                   tags={**dataset_tags(config, manifest), **(tags or {})},
+    dvc_tags = experiment_tags()
+    run_name = run_name or config.tracking.run_name or dvc_tags.get("dvc.exp")
+    with ended_run(experiment_id=experiment_id, run_name=run_name,
+                   tags={**dataset_tags(config, manifest), **dvc_tags, **(tags or {})},
                    parent_run_id=parent_run_id) as run:
         recorder = RunRecorder(run.info.run_id, config.tracking.retry_window_s)
         write_json_atomic(out_dir / RUN_FILE, {"run_id": recorder.run_id})
