@@ -5,8 +5,8 @@
 - the real Fashion-MNIST 60k/10k (``../shared/data/fashion-mnist`` as the mirror) with
   ``fashion_mlp`` (scikit-learn's MLPClassifier net, floor 0.87) and ``fashion_best`` (>= 0.89);
 - the official MNIST t10k files split 8000/2000 (``data=idx data.test_fraction=0.2``, seeded
-  and stratified by ``data.split_seed``) with ``mnist_best`` (target >= 0.95) and
-  ``mnist_two_layer``.
+  and stratified by ``data.split_seed``) with ``mnist_best`` (target >= 0.95),
+  ``mnist_two_layer`` and ``mnist_cnn`` (the book's SimpleConvNet: above every MLP).
 
 Same config, seed and random-number stream as the Hydra app (same weights), minus MLflow, so
 the wall times are the engine's. The last line printed is one JSON object with the figures.
@@ -88,7 +88,7 @@ def main() -> None:
     if images.is_file() and labels.is_file():
         t10k = ["data=idx", f"data.images={images.resolve()}",
                 f"data.labels={labels.resolve()}", "data.test_fraction=0.2"]
-        for name in ("mnist_best", "mnist_two_layer"):
+        for name in ("mnist_best", "mnist_two_layer", "mnist_cnn"):
             result = train_and_score([f"experiment={name}", *t10k])
             _row(f"{name} (t10k 8000/2000)", result)
             figures[f"t10k_{name}"] = round(result["accuracy"], 4)

@@ -289,3 +289,17 @@ def test_a_truncated_gz_fails_the_content_rule(recompressed, dest: Path, tmp_pat
     cut.write_bytes(other.read_bytes()[:-20])
     with pytest.raises(DataError, match="content sha256 is unreadable"):
         fetch_file("f.gz", [str(cut)], dest, checksums=sums)
+
+
+def test_download_progress_off_a_terminal_is_log_lines(server: str, src: Path, dest: Path,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Where stderr is not a terminal (CI, nohup, DVC queue logs) a download draws no bar
+    (whose carriage returns pile up into one line) but logs a line at each tenth."""
+    payload = bytes(range(256)) * (40 * (1 << 16) // 256)  # 40 chunks of fetch_file's 64 KB
+    (src / "big.bin").write_bytes(payload)
+    with caplog.at_level("INFO", logger="scratchlab.progress"):
+        fetch_file("big.bin", [f"{server}/big.bin"], dest, mirror="", progress=True)
+    assert "\r" not in capsys.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if r.name == "scratchlab.progress"]
+    assert lines == [f"big.bin: {10 * k}% of 2.62MB" for k in range(1, 11)]

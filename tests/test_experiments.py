@@ -72,6 +72,24 @@ def _fashion_best(cfg) -> None:
     assert cfg.train.early_stopping.enabled and cfg.train.early_stopping.monitor == "val_accuracy"
 
 
+def _mnist_cnn(cfg) -> None:  # the book's SimpleConvNet
+    assert cfg.data.name == "mnist" and cfg.model.name == "cnn"
+    assert [dict(b) for b in cfg.model.blocks] == [
+        {"type": "conv", "filters": 30, "kernel": 5, "stride": 1, "padding": 0},
+        {"type": "maxpool", "size": 2, "stride": 2}]
+    assert list(cfg.model.hidden) == [100] and cfg.model.activation == "relu"
+    assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == 0.001
+    assert cfg.train.batch_size == 100
+
+
+def _fashion_cnn(cfg) -> None:
+    assert cfg.data.name == "fashion_mnist" and cfg.model.name == "cnn"
+    assert [b.type for b in cfg.model.blocks] == ["conv", "maxpool", "conv", "maxpool"]
+    assert [b.filters for b in cfg.model.blocks if b.type == "conv"] == [32, 64]
+    assert list(cfg.model.hidden) == [128] and cfg.model.dropout == 0.3
+    assert cfg.train.early_stopping.enabled and cfg.train.early_stopping.monitor == "val_accuracy"
+
+
 ARCHITECTURES: dict[str, Callable] = {
     "fashion_mlp": _fashion_mlp,
     "fashion_best": _fashion_best,
@@ -80,6 +98,8 @@ ARCHITECTURES: dict[str, Callable] = {
     "keras_mlp": _keras_mlp,
     "linear_regression": _linear_regression,
     "mnist_best": _mnist_best,
+    "mnist_cnn": _mnist_cnn,
+    "fashion_cnn": _fashion_cnn,
 }
 
 

@@ -34,8 +34,10 @@ def _table(stdout: str) -> dict[str, float]:
         (["model=mlp"], {"dense1.W", "dense2.W", "dense3.W", "dense3.b"}),
         (["model=two_layer", "model.batchnorm=true"],
          {"dense1.W", "batchnorm1.gamma", "batchnorm1.beta", "dense2.W", "dense2.b"}),
+        (["experiment=mnist_cnn"],
+         {"conv1.W", "conv1.b", "dense1.W", "dense1.b", "dense2.W", "dense2.b"}),
     ],
-    ids=["default", "mlp-dropout", "batchnorm"],
+    ids=["default", "mlp-dropout", "batchnorm", "mnist_cnn"],
 )
 def test_configured_network_passes(tmp_path: Path, overrides: list[str], parameters: set) -> None:
     done = _gradcheck(tmp_path, *overrides)
@@ -62,3 +64,34 @@ def test_random_batch_for_datasets_that_need_a_download(tmp_path: Path) -> None:
                       "data.images=/nonexistent/images.gz", "data.labels=/nonexistent/labels.gz")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK: 4 parameters of 12-100-3" in done.stdout
+
+
+def test_conv_net_sampled_entries_are_said(tmp_path: Path) -> None:
+    """mnist_cnn's first Dense layer has 432,000 weights: 1000 of them are checked (by
+    default), and the table says so."""
+    done = _gradcheck(tmp_path, "--samples", "4", "experiment=mnist_cnn")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "dense1.W   4320x100      " in done.stdout
+    assert "(1000 of 432000 entries)" in done.stdout
+    assert "OK: 6 parameters of conv net 784-100-10" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.blocks.0.stride=0",
+         "model.blocks[0].stride=0 is out of range; expected an integer in [1, inf]"),
+        ("model.blocks.0.kernel=30", "model.blocks[0].kernel=30: larger than its 28x28 input"),
+        ("model.blocks.0.kernel=25 model.blocks.1.size=5",
+         "model.blocks[1].size=5: larger than its 4x4 input (after blocks[0])"),
+    ],
+    ids=["stride-0", "kernel-too-large", "pool-too-large"],
+)
+def test_impossible_conv_net_is_a_config_error(tmp_path: Path, override: str,
+                                               message: str) -> None:
+    """Exit 2 and one line naming the key, before anything is computed."""
+    done = _gradcheck(tmp_path, "experiment=mnist_cnn", *override.split())
+    assert done.returncode == 2, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and errors[0].endswith(message), done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""

@@ -22,9 +22,11 @@ def test_conf_model_files_build(path):
     task = "regression" if yaml.safe_load(path.read_text())["loss"] == "mse" else "classification"
     overrides = [f"model={path.stem}"] + (["data=csv", f"data.task={task}"] if task == "regression"
                                            else [])
-    spec = validate(compose(overrides)).network_spec(input_dim=8, output_dim=3)
+    conv = bool(yaml.safe_load(path.read_text())["blocks"])
+    dims = (784, (28, 28)) if conv else (8, None)  # a conv net reads images
+    spec = validate(compose(overrides)).network_spec(dims[0], 3, image_shape=dims[1])
     net = build_network(spec, np.random.default_rng(0))
-    out = net.predict(np.zeros((5, 8)))
+    out = net.predict(np.zeros((5, dims[0])))
     assert out.shape == (5, 3) and out.dtype == np.float32
     assert NetworkSpec.from_dict(spec.to_dict()) == spec
 

@@ -62,11 +62,38 @@ def test_first_steps_by_hand():
     np.testing.assert_allclose(first_step(AdaGrad(lr, 1e-7)), 1 - lr * g / (np.abs(g) + 1e-7))
     rms = 1 - lr * g / (np.sqrt(0.1 * g**2) + 1e-7)
     np.testing.assert_allclose(first_step(RMSprop(lr, 0.9, 1e-7)), rms)
-    # Adam: m1 = 0.1 g, v1 = 0.001 g^2, lr_t = lr sqrt(0.001) / 0.1
-    lr_t = lr * np.sqrt(1 - 0.999) / (1 - 0.9)
-    adam = 1 - lr_t * 0.1 * g / (np.sqrt(0.001 * g**2) + 1e-7)
+    # Adam: m1 = 0.1 g and v1 = 0.001 g^2, so m_hat = g and v_hat = g^2
+    adam = 1 - lr * g / (np.abs(g) + 1e-7)
     np.testing.assert_allclose(first_step(Adam(lr, 0.9, 0.999, 1e-7)), adam)
     np.testing.assert_allclose(adam, 1 - lr * np.sign(g), rtol=1e-5)
+
+
+def test_adam_follows_the_paper_over_many_steps():
+    """Algorithm 1 of Kingma & Ba, written plainly in float64, against our in-place float64 Adam
+    on a sequence of random gradients."""
+    rng = np.random.default_rng(0)
+    lr, b1, b2, eps = 0.01, 0.8, 0.95, 1e-6
+    p = rng.standard_normal(7)
+    ours, reference = p.copy(), p.copy()
+    m, v = np.zeros(7), np.zeros(7)
+    adam = Adam(lr, b1, b2, eps)
+    for t in range(1, 21):
+        g = rng.standard_normal(7)
+        adam.update([ours], [g])
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g**2
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        reference = reference - lr * m_hat / (np.sqrt(v_hat) + eps)
+    np.testing.assert_allclose(ours, reference, rtol=1e-13)
+
+
+def test_learning_rate_is_read_at_every_step():
+    """A schedule changes ``opt.lr`` between batches; the next update uses the new value."""
+    opt, p = SGD(0.1), np.array([1.0])
+    opt.update([p], [np.array([1.0])])
+    opt.lr = 0.5
+    opt.update([p], [np.array([1.0])])
+    np.testing.assert_allclose(p, [1.0 - 0.1 - 0.5])
 
 
 def test_second_momentum_step_by_hand():

@@ -126,31 +126,36 @@ def test_regression_history_has_no_accuracy():
     assert set(measure(net, X, T)) == {"loss"}
 
 
-def test_progress_bar_shows_metrics(capsys):
+def test_progress_off_a_terminal_is_one_log_line_per_epoch(capsys, caplog):
+    """Where stderr is not a terminal (CI, nohup, DVC queue logs), fit draws no bar (whose
+    carriage returns would pile up into one huge line) but logs each epoch with its metrics;
+    ``progress=False`` is silent."""
     X, Y = small_problem()
     net = build_network(NetworkSpec(5, 3, (4,)), np.random.default_rng(0))
-    fit(
-        net,
-        make_optimizer("sgd", 0.1),
-        X,
-        Y,
-        epochs=2,
-        batch_size=16,
-        rng=np.random.default_rng(0),
-        progress=True,
-    )
-    assert "loss=" in capsys.readouterr().err
-    fit(
-        net,
-        make_optimizer("sgd", 0.1),
-        X,
-        Y,
-        epochs=2,
-        batch_size=16,
-        rng=np.random.default_rng(0),
-        progress=False,
-    )
-    assert capsys.readouterr().err == ""
+    with caplog.at_level("INFO", logger="scratchlab.progress"):
+        fit(net, make_optimizer("sgd", 0.1), X, Y, epochs=3, batch_size=16,
+            rng=np.random.default_rng(0), progress=True)
+    assert "\r" not in capsys.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if r.name == "scratchlab.progress"]
+    assert [line.split(",")[0] for line in lines] == [f"train: {k}/3 epoch" for k in (1, 2, 3)]
+    assert all("loss=" in line and "accuracy=" in line for line in lines)
+    caplog.clear()
+    fit(net, make_optimizer("sgd", 0.1), X, Y, epochs=2, batch_size=16,
+        rng=np.random.default_rng(0), progress=False)
+    assert capsys.readouterr().err == "" and not caplog.records
+
+
+def test_progress_on_a_terminal_is_a_live_bar(monkeypatch, capsys):
+    """On a terminal the bar is tqdm's, metrics in its postfix."""
+    from scratchlab.core import progress
+
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)
+    X, Y = small_problem()
+    net = build_network(NetworkSpec(5, 3, (4,)), np.random.default_rng(0))
+    fit(net, make_optimizer("sgd", 0.1), X, Y, epochs=2, batch_size=16,
+        rng=np.random.default_rng(0), progress=True)
+    err = capsys.readouterr().err
+    assert "\r" in err and "loss=" in err and "2/2" in err
 
 
 def test_early_stopping_restores_best_weights():

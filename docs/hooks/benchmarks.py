@@ -47,7 +47,7 @@ def accuracy_table(r: dict) -> str:
     for seed, accuracy in enumerate(r["digits_keras_mlp_accuracies"]):
         rows.append(f"| `keras_mlp` | digits ({split}) | {seed} | {accuracy:.4f} | "
                     f"{r['digits_keras_mlp_epochs']} | {r['digits_keras_mlp_s']} (median) |")
-    for name in ("mnist_best", "mnist_two_layer"):
+    for name in ("mnist_best", "mnist_two_layer", "mnist_cnn"):
         if f"t10k_{name}" in r:
             t10k = " / ".join(map(str, r["t10k_split"]))
             rows.append(f"| `{name}` | MNIST t10k files split 8000/2000 ({t10k}) | 0 | "

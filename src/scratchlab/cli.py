@@ -161,7 +161,7 @@ def _gradcheck(args: argparse.Namespace) -> None:
     if not args.tolerance > 0:
         raise ConfigError(f"--tolerance={args.tolerance}: must be > 0")
     check = gradcheck(args.overrides, samples=args.samples, input_dim=args.input_dim,
-                      output_dim=args.output_dim)
+                      output_dim=args.output_dim, entries=args.entries or None)
     print(table(check, args.tolerance), flush=True)
     errors = check.result.errors
     worst = max(errors, key=errors.__getitem__)
@@ -170,8 +170,9 @@ def _gradcheck(args: argparse.Namespace) -> None:
                                   f"{errors[worst]:.2e} >= tolerance {args.tolerance:g}")
     spec = check.net.spec
     layers = "-".join(map(str, (spec.input_dim, *spec.hidden, spec.output_dim)))
+    layers = f"conv net {layers}" if spec.blocks else layers
     skipped = sum(check.result.skipped.values())
-    note = f"; {skipped} entries at a ReLU kink left out" if skipped else ""
+    note = f"; {skipped} entries at a kink left out" if skipped else ""
     print(f"OK: {len(errors)} parameters of {layers}, worst {worst} {errors[worst]:.2e} "
           f"< {args.tolerance:g}{note}")
 
@@ -269,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     grad.add_argument("--samples", type=int, default=8, help="batch size of the check")
     grad.add_argument("--tolerance", type=float, default=1e-6,
                       help="largest relative error accepted (default 1e-6)")
+    grad.add_argument("--entries", type=int, default=1000,
+                      help="entries checked per parameter, drawn at random (default 1000; "
+                      "0: all)")
     grad.add_argument("--input-dim", type=int, help="input width, for data=idx or csv")
     grad.add_argument("--output-dim", type=int, help="output width, for data=idx or csv")
     grad.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=keras_mlp")

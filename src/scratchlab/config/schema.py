@@ -36,7 +36,7 @@ def _derived(name: str, engine: type, exclude: tuple[str, ...] = (), extra: tupl
 
 
 ModelConfig = _derived(
-    "ModelConfig", NetworkSpec, exclude=("input_dim", "output_dim", "dtype"),
+    "ModelConfig", NetworkSpec, exclude=("input_dim", "output_dim", "dtype", "image_shape"),
     extra=(("name", str, ruled(Text(), default="custom")),),
 )
 EarlyStoppingConfig = _derived(
@@ -108,10 +108,17 @@ class Config:
     tracking: TrackingConfig
     plain: dict[str, Any]
 
-    def network_spec(self, input_dim: int, output_dim: int, dtype: str = "float32") -> NetworkSpec:
+    def network_spec(self, input_dim: int, output_dim: int, dtype: str = "float32",
+                     image_shape: tuple[int, ...] | None = None) -> NetworkSpec:
+        """The engine's spec of the configured model for data of this shape; a model that
+        cannot take it (a kernel larger than its input) is a ConfigError naming the key."""
         model = {f.name: getattr(self.model, f.name) for f in fields(self.model)}
         model.pop("name")
-        return NetworkSpec(input_dim=input_dim, output_dim=output_dim, dtype=dtype, **model)
+        try:
+            return NetworkSpec(input_dim=input_dim, output_dim=output_dim, dtype=dtype,
+                               image_shape=image_shape if model["blocks"] else None, **model)
+        except ValueError as exc:
+            raise ConfigError(f"model.{exc}") from None
 
 
 def validate(cfg: Mapping[str, Any] | Config,

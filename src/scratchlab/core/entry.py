@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scratchlab.core.errors import DivergedError, ScratchlabError
+from scratchlab.core.progress import quiet_library_bars
 from scratchlab.core.signals import interrupt_mark, interrupted_since, sigterm_as_interrupt
 
 log = logging.getLogger("scratchlab")
@@ -58,6 +59,7 @@ def restore_hint() -> str | None:
 def run_main(main: Callable[[], object]) -> None:
     """Run ``main``; an expected error becomes one logged line and its exit code."""
     setup_logging()
+    quiet_library_bars()
     mark = interrupt_mark()
     try:
         with sigterm_as_interrupt():

@@ -46,6 +46,8 @@ class Dataset:
     config: ClassVar[type[DataConfig]] = DataConfig
     # (input_dim, output_dim) when it does not depend on the user's files (gradcheck uses it)
     shape: ClassVar[tuple[int, int] | None] = None
+    # (height, width) of its images when fixed, as ``Splits.image_shape`` will say (gradcheck)
+    image_shape: ClassVar[tuple[int, int] | None] = None
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
     # True when no test_fraction is needed because the files hold an official test split
     official_test_split: ClassVar[bool] = False

@@ -40,7 +40,7 @@ ROLES = ("train_images", "train_labels", "test_images", "test_labels")
 class Digits(Dataset):
     """scikit-learn's bundled 8x8 digits (1797 images): needs no network."""
 
-    name, shape = "digits", (64, 10)
+    name, shape, image_shape = "digits", (64, 10), (8, 8)
     FILE = "digits.npz"
 
     def source(self, cfg: DataConfig) -> dict[str, Any]:
@@ -74,7 +74,7 @@ class Digits(Dataset):
                             "(expected (n, 8, 8) and (n,); re-run fetch)")
         check_labels(path, target, 10)
         return image_dataset("digits", images.reshape(len(images), 64), target, (0.0, 16.0),
-                             DIGIT_CLASSES, image_shape=(8, 8))
+                             DIGIT_CLASSES, image_shape=self.image_shape)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +111,7 @@ class OfficialIdx(Dataset):
     """
 
     config, shape, official_test_split = OfficialConfig, (784, 10), True
+    image_shape = (28, 28)
     class_names: list[str] = DIGIT_CLASSES
     local_copies: tuple[str, ...] = ()  # directories a system package installs the files to
 
@@ -209,7 +210,7 @@ class Ex3d1Config(DataConfig):
 class Ex3d1(Dataset):
     """Andrew Ng's ex3 digits: 5000 20x20 images, sheets X (5000x400) and y (10 = digit 0)."""
 
-    name, config, shape = "ex3d1", Ex3d1Config, (400, 10)
+    name, config, shape, image_shape = "ex3d1", Ex3d1Config, (400, 10), (20, 20)
 
     def source(self, cfg: Ex3d1Config) -> dict[str, Any]:
         return {"url": cfg.url, "sha256": cfg.sha256}
@@ -233,7 +234,7 @@ class Ex3d1(Dataset):
         X, y = read_ex3d1(raw_dir / basename(cfg.url))
         # Octave's 1-based labels: 10 stands for the digit 0.
         return image_dataset("ex3d1", X, np.where(y == 10, 0, y), None, DIGIT_CLASSES,
-                             image_shape=(20, 20), order="F")
+                             image_shape=self.image_shape, order="F")
 
 
 @dataclass(frozen=True, kw_only=True)

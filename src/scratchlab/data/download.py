@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from scratchlab.core.errors import DataError
 from scratchlab.core.files import atomic_path
+from scratchlab.core.progress import download_progress
 from scratchlab.data.base import is_url, local_path
 
 logger = logging.getLogger(__name__)
@@ -126,9 +127,10 @@ def _fetch_into(tmp: Path, source: str, progress: bool) -> None:
     if is_url(source):
         import pooch  # with requests, ~0.3 s to import: only when there is something to download
 
-        downloader = pooch.HTTPDownloader(
-            progressbar=progress, chunk_size=_CHUNK, timeout=_TIMEOUT_S
-        )
+        # a bar on a terminal, a log line per tenth elsewhere (``core.progress``)
+        bar = download_progress(Path(urlparse(source).path).name or source, progress)
+        downloader = pooch.HTTPDownloader(progressbar=bar, chunk_size=_CHUNK,
+                                          timeout=_TIMEOUT_S)
         try:
             downloader(source, str(tmp), None)
         except OSError as exc:  # requests' exceptions all derive from OSError

@@ -6,7 +6,19 @@ Gradient checking is ``scratchlab.nn.gradcheck``.
 """
 
 from scratchlab.nn.callbacks import Callback, DivergenceGuard, EarlyStopping, EpochEnd, History
-from scratchlab.nn.layers import BatchNorm, Dense, Dropout, Linear, ReLU, Sigmoid, Softmax, Tanh
+from scratchlab.nn.conv import AvgPool2D, Conv2D, MaxPool2D
+from scratchlab.nn.layers import (
+    BatchNorm,
+    Dense,
+    Dropout,
+    Flatten,
+    Linear,
+    ReLU,
+    Reshape,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from scratchlab.nn.loop import fit, measure
 from scratchlab.nn.losses import (
     CrossEntropy,
@@ -27,9 +39,10 @@ from scratchlab.nn.optimizers import (
 from scratchlab.nn.persistence import load_network, save_network
 
 __all__ = [
-    "SGD", "AdaGrad", "Adam", "BatchNorm", "Callback", "CrossEntropy", "Dense",
-    "DivergenceGuard", "Dropout", "EarlyStopping", "EpochEnd", "History", "Linear",
-    "MeanSquaredError", "Momentum", "Nesterov", "Network", "NetworkSpec", "RMSprop", "ReLU",
-    "Sigmoid", "SigmoidCrossEntropy", "Softmax", "SoftmaxCrossEntropy", "Tanh", "build_network",
-    "fit", "load_network", "measure", "make_optimizer", "save_network",
+    "SGD", "AdaGrad", "Adam", "AvgPool2D", "BatchNorm", "Callback", "Conv2D", "CrossEntropy",
+    "Dense", "DivergenceGuard", "Dropout", "EarlyStopping", "EpochEnd", "Flatten", "History",
+    "Linear", "MaxPool2D", "MeanSquaredError", "Momentum", "Nesterov", "Network", "NetworkSpec",
+    "RMSprop", "ReLU", "Reshape", "Sigmoid", "SigmoidCrossEntropy", "Softmax",
+    "SoftmaxCrossEntropy", "Tanh", "build_network", "fit", "load_network", "measure",
+    "make_optimizer", "save_network",
 ]

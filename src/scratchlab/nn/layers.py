@@ -1,28 +1,19 @@
 """Layers: one small class each, ``forward(x, train)`` caches what ``backward(dout)`` needs.
 
-Every layer exposes ``params`` and ``grads`` (dicts of arrays, empty when parameter-free).
-``backward`` writes parameter gradients INTO the existing ``grads`` arrays (``out=``), so a
-dict of them built once stays valid for the optimizer. Outputs are fresh arrays; inputs are
-never modified, so callers may keep what they pass in or get back.
+Every layer has ``params`` and ``grads``, dicts of arrays keyed alike (empty when it has no
+weights). Like the parameters, the gradient arrays are made once: ``backward`` fills them in
+place, so whoever holds them (the optimizer, the ``Network``) always sees the latest values.
+``backward(dout)`` returns the gradient with respect to the layer's input. No layer writes into
+its input or into an output it has returned, so callers may keep what they pass in or get
+back. The arithmetic of inference lives in ``functional`` (shared with the logged model).
+Convolution and pooling are in ``scratchlab.nn.conv``.
 """
 
 
 import numpy
 
 from scratchlab.nn.backend import xp
-from scratchlab.nn.functional import sigmoid, softmax
-
-_ONES: dict = {}
-
-
-def ones_vector(n: int, dtype):
-    """A cached vector of ``n`` ones, never written to: sums over the short axis of small
-    matrices, written as products with it (``1^T dout``, ``y 1``), run several times faster
-    in BLAS than as reductions."""
-    ones = _ONES.get((n, dtype))
-    if ones is None:
-        ones = _ONES[(n, dtype)] = xp.ones(n, dtype=dtype)
-    return ones
+from scratchlab.nn.functional import batchnorm, dense, per_feature, relu, sigmoid, softmax
 
 
 class Dense:
@@ -32,7 +23,8 @@ class Dense:
     def __init__(self, W, b=None) -> None:
         self.params = {"W": W} if b is None else {"W": W, "b": b}
         self.grads = {key: xp.zeros_like(value) for key, value in self.params.items()}
-        # The network's first layer needs no dx: skipping it saves a third of its backward GEMMs.
+        # Off for the network's first layer, whose dx nobody reads: replaces the product
+        # dout W^T, saving a third of that layer's backward work (its widest matrix).
         self.input_grad = True
         self.x = None
 
@@ -52,17 +44,14 @@ class Dense:
 
     def forward(self, x, train: bool = False):
         self.x = x
-        out = x @ self.params["W"]
-        if "b" in self.params:
-            out += self.params["b"]
-        return out
+        return dense(x, self.params["W"], self.params.get("b"))
 
     def backward(self, dout):
-        """dW = x^T dout, db = 1^T dout (the column sums), dx = dout W^T (``None`` when
+        """dW = x^T dout, db = the column sums of dout, dx = dout W^T (``None`` when
         ``input_grad`` is off)."""
         xp.matmul(self.x.T, dout, out=self.grads["W"])
         if "b" in self.grads:
-            xp.matmul(ones_vector(dout.shape[0], dout.dtype), dout, out=self.grads["b"])
+            xp.sum(dout, axis=0, out=self.grads["b"])
         if not self.input_grad:
             return None
         return dout @ self.params["W"].T
@@ -102,19 +91,13 @@ class Sigmoid(_KeepsOutput):
         return dx
 
 
-class ReLU(_Stateless):
-    """``max(0, x)``; the gradient passes only where the input was positive."""
+class ReLU(_KeepsOutput):
+    """``max(0, x)``; the gradient passes only where the output is positive."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.mask = None
-
-    def forward(self, x, train: bool = False):
-        self.mask = x > 0
-        return x * self.mask
+    f = staticmethod(relu)
 
     def backward(self, dout):
-        return dout * self.mask
+        return dout * (self.out > 0)
 
 
 class Tanh(_KeepsOutput):
@@ -180,7 +163,9 @@ class Dropout:
 
 
 class BatchNorm:
-    """Batch normalization over the batch axis, then ``gamma * x_hat + beta``.
+    """Batch normalization of each feature, then ``gamma * x_hat + beta``. A feature is a unit
+    of (N, D) rows, or a channel of (N, C, H, W) images, whose every pixel counts as one more
+    sample of it.
 
     Training normalizes with the batch statistics and tracks exponential running averages;
     inference normalizes with those running averages, so a prediction does not depend on the
@@ -201,30 +186,61 @@ class BatchNorm:
 
     def forward(self, x, train: bool = False):
         if train:
-            mean = xp.mean(x, axis=0)
-            xc = x - mean
-            var = xp.mean(xc * xc, axis=0)
+            axes = _sample_axes(x)
+            mean = xp.mean(x, axis=axes)
+            xc = x - per_feature(mean, x.ndim)
+            var = xp.mean(xc * xc, axis=axes)
             running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
             running_mean *= self.momentum
             running_mean += (1.0 - self.momentum) * mean
             running_var *= self.momentum
             running_var += (1.0 - self.momentum) * var
         else:
-            xc = x - self.buffers["running_mean"]
-            var = self.buffers["running_var"]
-        self.inv_std = 1.0 / xp.sqrt(var + self.eps)
-        self.x_hat = xc * self.inv_std
-        return self.x_hat * self.params["gamma"] + self.params["beta"]
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        out, self.x_hat, self.inv_std = batchnorm(x, mean, var, self.params["gamma"],
+                                                  self.params["beta"], self.eps)
+        return out
 
     def backward(self, dout):
-        """Training-mode gradient, folded: dx = inv_std/N (N dxh - sum dxh - xh sum(dxh xh))."""
-        n = dout.shape[0]
+        """Training-mode gradient: the book's chain of steps (dxc, dstd, dvar, dmu) collected
+        into dx = inv_std / m (m dxh - sum dxh - xh sum(dxh xh)), m samples per feature."""
+        axes, ndim = _sample_axes(dout), dout.ndim
+        m = dout.size // dout.shape[1]
         x_hat = self.x_hat
-        xp.sum(dout, axis=0, out=self.grads["beta"])
-        xp.sum(dout * x_hat, axis=0, out=self.grads["gamma"])
-        dx_hat = dout * self.params["gamma"]
-        dx = n * dx_hat
-        dx -= xp.sum(dx_hat, axis=0)
-        dx -= x_hat * xp.sum(dx_hat * x_hat, axis=0)
-        dx *= self.inv_std / n
+        xp.sum(dout, axis=axes, out=self.grads["beta"])
+        xp.sum(dout * x_hat, axis=axes, out=self.grads["gamma"])
+        dx_hat = dout * per_feature(self.params["gamma"], ndim)
+        dx = m * dx_hat
+        dx -= per_feature(xp.sum(dx_hat, axis=axes), ndim)
+        dx -= x_hat * per_feature(xp.sum(dx_hat * x_hat, axis=axes), ndim)
+        dx *= per_feature(self.inv_std / m, ndim)
         return dx
+
+
+def _sample_axes(x) -> tuple[int, ...]:
+    """The axes a feature's samples lie along: the batch, and an image's height and width."""
+    return (0, *range(2, x.ndim))
+
+
+class Reshape(_Stateless):
+    """Each input row as an array of ``shape``: how a conv net reads the dataset's flat rows
+    as images (C, H, W)."""
+
+    def __init__(self, shape) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.input_shape = None
+
+    def forward(self, x, train: bool = False):
+        self.input_shape = x.shape
+        return x.reshape((x.shape[0], *self.shape))
+
+    def backward(self, dout):
+        return dout.reshape(self.input_shape)
+
+
+class Flatten(Reshape):
+    """Each input (an image's feature maps) as one flat row, for the Dense layers after it."""
+
+    def __init__(self) -> None:
+        super().__init__((-1,))

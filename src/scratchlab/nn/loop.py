@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 
 import numpy
-from tqdm.auto import tqdm
 
+from scratchlab.core.progress import progress_bar
 from scratchlab.nn.backend import xp
 from scratchlab.nn.callbacks import DIVERGED, Callback, History
 from scratchlab.nn.network import Network
@@ -100,11 +100,12 @@ def fit(
     Y_batch = xp.empty((batch_size, Y.shape[1]), dtype=net.dtype)
     params, grads = [net.flat_params], [net.flat_grads]
 
-    bar = tqdm(range(epochs), desc="train", unit="epoch", disable=not progress, mininterval=0)
+    # A live bar on a terminal, one log line per epoch elsewhere (``core.progress``).
+    bar = progress_bar(epochs, "train", "epoch", enabled=progress, every_step=True)
     # Overflow on the way to a NaN/inf loss is expected and handled below as divergence.
     # (NumPy's own errstate: it governs NumPy's warnings only, CuPy does not raise them.)
     with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for epoch in bar:
+        for epoch in range(epochs):
             perm = xp.asarray(rng.permutation(n))
             loss_sum, correct, finite = 0.0, 0, True
             for start in range(0, n, batch_size):
@@ -137,6 +138,7 @@ def fit(
                 history.history[key].append(logs.get(key, math.nan))
             history.epochs_run = epoch + 1
             bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+            bar.update()
             reasons = [callback.on_epoch_end(epoch, logs, net, history) for callback in callbacks]
             if not finite or DIVERGED in reasons:
                 history.stop_reason = DIVERGED

@@ -2,8 +2,12 @@
 
 ``params`` and ``grads`` are dicts keyed alike (``Network.params`` / ``Network.grads``) or
 equally long lists (keyed by position). State (velocities, moments) is created lazily per key
-with ``zeros_like`` so it shares the parameters' dtype (float32 stays float32), and every step
-works through per-key scratch buffers with ``out=`` instead of allocating temporaries.
+with ``zeros_like`` so it shares the parameters' dtype (float32 stays float32). ``lr`` is a
+plain attribute, read at every update, so a schedule may change it between batches.
+
+Each formula is written as NumPy calls with ``out=`` into per-key scratch buffers: this
+replaces the temporaries that ``p -= lr * g`` would allocate (a fresh array per operator),
+which made a step several times slower on a network's weights.
 """
 
 import math
@@ -119,13 +123,12 @@ class RMSprop(_Optimizer):
 
 
 class Adam(_Optimizer):
-    """Adam with the bias correction folded into the step size (Kingma & Ba, sec. 2; Keras):
-    m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
-    p <- p - lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t).
+    """Adam (Kingma & Ba, Algorithm 1): moving averages of the gradient and of its square,
+    corrected for their start at zero, give each weight its own step size:
 
-    The moments are stored unnormalized, M = m / (1 - b1) and V = v / (1 - b2), so each
-    update is ``M = b1 M + g`` (no scaling of g) and the constant factors move into two
-    scalars: the same step in 10 array passes instead of 12 (it is the optimizer's hot spot).
+        m <- b1 m + (1 - b1) g            v <- b2 v + (1 - b2) g^2
+        m_hat = m / (1 - b1^t)            v_hat = v / (1 - b2^t)
+        p <- p - lr m_hat / (sqrt(v_hat) + eps)
     """
 
     def __init__(
@@ -140,22 +143,27 @@ class Adam(_Optimizer):
     def update(self, params, grads) -> None:
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        lr_t = self.lr * math.sqrt(1.0 - b2**self.t) / (1.0 - b1**self.t)
-        # m / (sqrt(v) + eps) = (1 - b1) / sqrt(1 - b2) * M / (sqrt(V) + eps / sqrt(1 - b2))
-        scale = lr_t * (1.0 - b1) / math.sqrt(1.0 - b2)
-        eps = self.eps / math.sqrt(1.0 - b2)
+        # m_hat and v_hat enter as scalars, the paper's "more efficient order": with
+        # c1 = 1 - b1^t and c2 = sqrt(1 - b2^t), lr m_hat / (sqrt(v_hat) + eps) equals
+        # (lr c2 / c1) m / (sqrt(v) + eps c2). Replaces the arrays m_hat and v_hat: 12 passes
+        # over the weights instead of 14, a seventh of the step.
+        c1, c2 = 1.0 - b1**self.t, math.sqrt(1.0 - b2**self.t)
         for key, p, g in _pairs(params, grads):
-            M, V = self._buffer(key, p, "m"), self._buffer(key, p, "v")
-            step = self._buffer(key, p)
-            M *= b1
-            M += g
+            m, v, step = self._buffer(key, p, "m"), self._buffer(key, p, "v"), self._buffer(key, p)
+            # m += (1 - b1) (g - m)
+            xp.subtract(g, m, out=step)
+            step *= 1.0 - b1
+            m += step
+            # v += (1 - b2) (g^2 - v)
             xp.square(g, out=step)
-            V *= b2
-            V += step
-            xp.sqrt(V, out=step)
-            step += eps
-            xp.divide(M, step, out=step)
-            step *= scale
+            step -= v
+            step *= 1.0 - b2
+            v += step
+            # p -= lr m_hat / (sqrt(v_hat) + eps)
+            xp.sqrt(v, out=step)
+            step += self.eps * c2
+            xp.divide(m, step, out=step)
+            step *= self.lr * c2 / c1
             p -= step
 
 

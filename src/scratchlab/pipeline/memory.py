@@ -6,8 +6,10 @@ training keeps alive at once: the parameters and their gradients (two flat vecto
 initial arrays they are packed from), the optimizer's state (one vector per slot), a copy for
 early stopping's best weights, and the per-row activations of one batch (forward caches and
 backward gradients, at least ``EVAL_ROWS`` rows: evaluation and ``predict`` use batches of
-1024). It is an estimate, not an accounting: a config over the available memory is refused
-with its size; one under it may still be tight.
+1024). A conv net's largest buffers are its im2col columns, k*k values per input pixel and
+kernel offset, kept from forward to backward, and their gradient. It is an estimate, not an
+accounting: a config over the available memory is refused with its size; one under it may
+still be tight.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scratchlab.core.errors import ConfigError
-from scratchlab.spec.network import NetworkSpec
+from scratchlab.spec.network import ConvBlock, NetworkSpec, feature_shapes
 
 EVAL_ROWS = 1024  # Network.predict's and evaluate's batch size
 OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,
@@ -25,17 +27,43 @@ MEMINFO = Path("/proc/meminfo")
 
 def parameter_count(spec: NetworkSpec) -> int:
     """Weights, biases and BatchNorm parameters/statistics of the spec's network."""
-    widths = [spec.input_dim, *spec.hidden, spec.output_dim]
+    widths = [spec.flat_dim, *spec.hidden, spec.output_dim]
     count = sum(a * b + b for a, b in zip(widths, widths[1:], strict=False))
     if spec.batchnorm:
         count += 3 * sum(spec.hidden)  # gamma (beta replaces the bias), running mean and var
+    channels = spec.image_shape[0] if spec.blocks else 0
+    for block in spec.blocks:
+        if isinstance(block, ConvBlock):
+            count += block.filters * (channels * block.kernel**2 + (3 if spec.batchnorm else 1))
+            channels = block.filters
     return count
+
+
+def conv_activation_count(spec: NetworkSpec) -> int:
+    """Values a conv net's blocks keep per image in one forward/backward pass: per conv, its
+    im2col columns and their gradient (C k*k values per output pixel each), the padded input
+    gradient, the output, activation and their gradients (BatchNorm's four more); per pool,
+    its output, window index and gradient, and its input gradient."""
+    if not spec.blocks:
+        return 0
+    total, (c, h, w) = 0, spec.image_shape
+    for block, (oc, oh, ow) in zip(spec.blocks, feature_shapes(spec.blocks, spec.image_shape),
+                                   strict=True):
+        if isinstance(block, ConvBlock):
+            pad = 2 * block.padding
+            total += 2 * c * block.kernel**2 * oh * ow + c * (h + pad) * (w + pad)
+            total += (4 + (4 if spec.batchnorm else 0)) * oc * oh * ow
+        else:
+            total += 3 * oc * oh * ow + c * h * w
+        c, h, w = oc, oh, ow
+    return total
 
 
 def activation_count(spec: NetworkSpec, rows: int) -> int:
     """Values one forward/backward pass over ``rows`` rows keeps per layer."""
     per_unit = 4 + (4 if spec.batchnorm else 0) + (2 if spec.dropout > 0 else 0)
-    per_row = spec.input_dim + per_unit * sum(spec.hidden) + 4 * spec.output_dim
+    per_row = (spec.input_dim + conv_activation_count(spec) + per_unit * sum(spec.hidden)
+               + 4 * spec.output_dim)
     return max(rows, EVAL_ROWS) * per_row
 
 
@@ -78,6 +106,8 @@ def check_fits(spec: NetworkSpec, batch_rows: int, optimizer: str = "adam",
     if sum(training_bytes(spec, 1, optimizer, keeps_best)) > available:  # even a small batch
         culprit = f"model.hidden={list(spec.hidden)}"
         layers = "-".join(map(str, (spec.input_dim, *spec.hidden, spec.output_dim)))
+        if spec.blocks:
+            culprit, layers = "model.blocks", f"conv {layers}"
         what = (f"a {layers} network ({parameter_count(spec):,} parameters) needs about "
                 f"{human(params + activations)} with its gradients, {optimizer} state and "
                 "activations")

@@ -6,8 +6,13 @@ Which batch it runs on follows one rule, so it never downloads anything:
 
 - ``data=digits`` (bundled with scikit-learn): ``samples`` real training samples;
 - any other dataset: random inputs and targets shaped like the dataset (mnist 784 -> 10,
-  ex3d1 400 -> 10); for ``idx`` and ``csv``, whose shape lives in your files, pass
-  ``input_dim`` and ``output_dim`` (then their file keys need no value).
+  ex3d1 400 -> 10, images of 28x28 and 20x20 for a conv net); for ``idx`` and ``csv``, whose
+  shape lives in your files, pass ``input_dim`` and ``output_dim`` (then their file keys need
+  no value; a conv net is checked on a dataset with fixed images).
+
+A parameter with more than ``entries`` entries (a conv net's first Dense layer has 432,000) is
+checked on that many of them, drawn at random with the seed: each entry costs two passes of
+the network.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from scratchlab.nn.network import Network, build_network
 from scratchlab.pipeline.memory import check_fits
 from scratchlab.spec.data import DataConfig
 from scratchlab.spec.network import NetworkSpec
+
+ENTRIES = 1000  # checked per parameter by default
 
 
 @dataclass
@@ -79,14 +86,22 @@ def _data_without_files(values) -> DataConfig:
 
 
 def gradcheck(overrides: Sequence[str], *, samples: int = 8, input_dim: int | None = None,
-              output_dim: int | None = None) -> NetCheck:
-    """Build the configured network in float64 and check every parameter's gradient."""
+              output_dim: int | None = None, entries: int | None = ENTRIES) -> NetCheck:
+    """Build the configured network in float64 and check every parameter's gradient (on at
+    most ``entries`` entries of each; None: all)."""
     cfg = compose(overrides)
     config = validate(cfg, data=_data_without_files)
     if samples < 1:
         raise ConfigError(f"--samples={samples}: must be at least 1")
+    if entries is not None and entries < 1:
+        raise ConfigError(f"--entries={entries}: must be at least 1 (0 on the command line: all)")
     dims = _shape(config.data.name, input_dim, output_dim)
-    spec = config.network_spec(*dims, dtype="float64")
+    image_shape = DATASETS[config.data.name].image_shape
+    if config.model.blocks and image_shape is None:
+        raise ConfigError(f"data={config.data.name}: a conv net needs the image shape, which "
+                          "lives in your files; check it on a dataset with fixed images "
+                          "(digits, mnist, fashion_mnist, ex3d1)")
+    spec = config.network_spec(*dims, dtype="float64", image_shape=image_shape)
     check_fits(spec, samples, "sgd", batch_key="--samples")
     rng = np.random.default_rng(config.train.seed)
     net = build_network(spec, rng)
@@ -94,7 +109,8 @@ def gradcheck(overrides: Sequence[str], *, samples: int = 8, input_dim: int | No
     # Thousands of tiny products: BLAS threads only add overhead, and spin badly under load
     # (784-100-10: 19 s on one thread, 20 s to 150 s on two depending on other jobs).
     with threadpool_limits(limits=1, user_api="blas"):
-        return NetCheck(net, check_gradients(net, X, T))
+        return NetCheck(net, check_gradients(net, X, T, max_entries=entries,
+                                             seed=config.train.seed))
 
 
 def table(check: NetCheck, tolerance: float) -> str:
@@ -104,7 +120,13 @@ def table(check: NetCheck, tolerance: float) -> str:
     lines = [f"{'parameter':<{width}}  {'shape':<12}  relative error"]
     for key, error in errors.items():
         flag = "" if error < tolerance else "  FAIL"
-        shape = "x".join(str(n) for n in check.net.params[key].shape)
-        note = f"  ({skipped[key]} entries at a ReLU kink left out)" if skipped.get(key) else ""
+        param = check.net.params[key]
+        shape = "x".join(str(n) for n in param.shape)
+        notes = []
+        if check.result.checked[key] < param.size:
+            notes.append(f"{check.result.checked[key]} of {param.size} entries")
+        if skipped.get(key):
+            notes.append(f"{skipped[key]} at a kink left out")
+        note = f"  ({'; '.join(notes)})" if notes else ""
         lines.append(f"{key:<{width}}  {shape:<12}  {error:.2e}{flag}{note}")
     return "\n".join(lines)

@@ -60,17 +60,19 @@ def build_configured(config: Config, splits: Splits, dtype: str = "float32") -> 
         Network, NetworkSpec, np.random.Generator]:
     """The configured network sized for ``splits``, and the seeded generator that built it
     (it goes on to draw dropout masks and batch orders, so one seed fixes the whole run)."""
-    spec = config.network_spec(splits.input_dim, splits.output_dim, dtype)
+    spec = config.network_spec(splits.input_dim, splits.output_dim, dtype, splits.image_shape)
     rng = np.random.default_rng(config.train.seed)
     return build_network(spec, rng), spec, rng
 
 
 def preflight(config: Config, splits: Splits) -> None:
     """The config checks that need the data, before any run starts or array is allocated: the
-    batch fits the training set, the network and a batch fit in memory (ConfigError)."""
+    batch fits the training set, a conv net's blocks fit the images, the network and a batch
+    fit in memory (ConfigError)."""
     validate_batch_size(config, len(splits.train))
     stopping = config.train.early_stopping
-    check_fits(config.network_spec(splits.input_dim, splits.output_dim),
+    check_fits(config.network_spec(splits.input_dim, splits.output_dim,
+                                   image_shape=splits.image_shape),
                min(config.train.batch_size, len(splits.train)), config.optimizer.name,
                keeps_best=stopping.enabled and stopping.restore_best)
 

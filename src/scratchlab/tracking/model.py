@@ -6,6 +6,11 @@ file is self-contained (NumPy and MLflow only, no ``scratchlab`` import, nothing
 the model loads, predicts and serves wherever its pinned requirements are installed, with
 predictions bit-identical to ``Network.predict``. Requirements are pinned explicitly instead of
 inferred, which would spawn a slow subprocess.
+
+The signature declares the outputs only: MLflow checks a tensor input's dtype exactly (a
+float64 spec refuses the float32 arrays of ``data/processed``, a float32 spec the float64
+that CSV and JSON parse to), so the model takes any real dtype and checks the shape itself,
+with a one-line error; the expected shape is in the model's metadata.
 """
 
 import ast
@@ -15,7 +20,8 @@ from pathlib import Path
 import mlflow
 import numpy
 import pandas
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
 
 from scratchlab.nn import functional
 from scratchlab.nn.network import Network
@@ -27,16 +33,17 @@ _WEIGHTS = "network.npz"  # pyfunc_model.WEIGHTS: the file name the model reads 
 
 
 def model_code() -> str:
-    """``pyfunc_model.py`` with its one scratchlab import replaced by that module's source."""
+    """``pyfunc_model.py`` with its one scratchlab import (``scratchlab.nn.functional``)
+    replaced by that module's source."""
     inlined = _FUNCTIONAL.read_text().replace(
         "from scratchlab.nn.backend import xp", "import numpy as xp")
-    lines = []
-    for line in _MODEL_CODE.read_text().splitlines():
-        if "# INLINED" in line:
-            lines += ["# --- scratchlab/nn/functional.py, inlined ---", inlined.strip(),
-                      "# --- end of scratchlab/nn/functional.py ---"]
-        else:
-            lines.append(line)
+    source = _MODEL_CODE.read_text()
+    lines = source.splitlines()
+    (node,) = [node for node in ast.parse(source).body if isinstance(node, ast.ImportFrom)
+               and node.module == "scratchlab.nn.functional"]
+    lines[node.lineno - 1 : node.end_lineno] = [
+        "# --- scratchlab/nn/functional.py, inlined ---", inlined.strip(),
+        "# --- end of scratchlab/nn/functional.py ---"]
     code = "\n".join(lines) + "\n"
     imported = {alias.name for node in ast.walk(ast.parse(code))
                 if isinstance(node, ast.Import) for alias in node.names}
@@ -50,14 +57,14 @@ def model_code() -> str:
 def log_pyfunc_model(net: Network, name: str = "model", input_example=None):
     """Log ``net`` to the active MLflow run under ``name``; returns MLflow's ``ModelInfo``.
 
-    With ``input_example`` (rows of features) the signature is inferred from it and the
-    network's predictions: a float64 tensor of shape (-1, input_dim), so CSV/JSON inputs of
-    ints or floats are accepted.
+    ``input_example`` (rows of features) is stored with the model for its users and for
+    ``mlflow models`` to show; any real dtype scores (module docstring).
     """
-    signature = None
-    if input_example is not None:
-        input_example = numpy.asarray(input_example, dtype=numpy.float64)
-        signature = infer_signature(input_example, net.predict(input_example))
+    outputs = Schema([TensorSpec(numpy.dtype(net.dtype), (-1, net.spec.output_dim))])
+    metadata = {"input_shape": [-1, net.spec.input_dim], "input_dtypes": ["float32", "float64"],
+                "dtype": str(net.dtype)}
+    if net.spec.blocks:  # the rows are images, channels first, flattened
+        metadata["image_shape"] = list(net.spec.image_shape)
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "network"
         save_network(net, directory / _WEIGHTS)
@@ -67,8 +74,9 @@ def log_pyfunc_model(net: Network, name: str = "model", input_example=None):
             name=name,
             python_model=str(code),
             artifacts={"network": str(directory)},
-            signature=signature,
-            input_example=input_example,
+            signature=ModelSignature(outputs=outputs),
+            input_example=None if input_example is None else numpy.asarray(input_example),
+            metadata=metadata,
             pip_requirements=[
                 f"numpy=={numpy.__version__}",
                 f"pandas=={pandas.__version__}",
