@@ -12,7 +12,13 @@ import sys
 from collections.abc import Callable
 
 from scratchlab.core.errors import DivergedError, ScratchlabError
-from scratchlab.core.signals import interrupt_mark, interrupted_since, sigterm_as_interrupt
+from scratchlab.core.signals import (
+    ignore_interrupts,
+    interrupt_mark,
+    interrupted_since,
+    sigterm_as_interrupt,
+    stopping,
+)
 
 log = logging.getLogger("scratchlab")
 
@@ -45,12 +51,15 @@ def run_main(main: Callable[[], object]) -> None:
     """Run ``main``; an expected error becomes one logged line and its exit code."""
     setup_logging()
     mark = interrupt_mark()
-    try:
-        with sigterm_as_interrupt():
+    with sigterm_as_interrupt():
+        try:
             main()
-    except BaseException as exc:
-        error = interrupted_since(mark, exc)  # an interrupt a library reported as its own error
-        if not isinstance(error, EXPECTED):
-            raise
-        report(error)
-        sys.exit(exit_code(error))
+        except BaseException as exc:
+            error = interrupted_since(mark, exc)  # an interrupt a library reported as its own
+            if not isinstance(error, EXPECTED):
+                raise
+            if isinstance(error, KeyboardInterrupt):  # exiting: a late Ctrl-C/SIGTERM must
+                stopping()  # neither cut short the exit nor kill it halfway
+                ignore_interrupts()
+            report(error)
+            sys.exit(exit_code(error))

@@ -38,28 +38,42 @@ def _label(run: RunSummary) -> str:
     return f"{run.name} (diverged)" if run.diverged else run.name
 
 
+PRUNED_COLOR = "0.6"
+
+
 def _curves(ax: Axes, runs: Sequence[RunSummary]) -> None:
-    """Train loss solid, validation dashed, one colour per run; a cross where a run diverged."""
+    """Train loss solid, validation dashed, one colour per run; a cross where a run diverged;
+    a pruned run in grey, ending in a circle where its study's pruner stopped it."""
     positive = True
-    for i, run in enumerate(runs):
-        color = f"C{i % 10}"
+    colours = 0
+    for run in runs:
+        color, width = PRUNED_COLOR, 0.9
+        if not run.pruned:
+            color, width, colours = f"C{colours % 10}", 1.5, colours + 1
         for key, style in (("loss", "-"), ("val_loss", "--")):
             values = run.curves.get(key, [])
             finite = [(e + 1, v) for e, v in enumerate(values) if math.isfinite(v)]
             positive &= all(v > 0 for _, v in finite)
-            label = _label(run) if key == "loss" else None
+            label = _label(run) if key == "loss" and not run.pruned else None
             ax.plot([e for e, _ in finite], [v for _, v in finite], style, color=color,
-                    label=label, marker="." if len(finite) < 4 else None)
+                    linewidth=width, label=label, marker="." if len(finite) < 4 else None)
+            if run.pruned and finite and key == "val_loss":
+                ax.plot(*finite[-1], "o", color=PRUNED_COLOR, markerfacecolor="none")
         loss = [v for v in run.curves.get("loss", []) if math.isfinite(v)]
         if run.diverged and loss:
             ax.plot(len(loss), loss[-1], "x", color="red", markersize=12, markeredgewidth=2.5)
+    pruned = sum(r.pruned for r in runs)
+    if pruned:  # one legend entry for all of them
+        ax.plot([], [], "--o", color=PRUNED_COLOR, markerfacecolor="none",
+                label=f"pruned ({pruned}): stopped where the circle is")
     if positive:
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (solid: train, dashed: validation)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best", ncol=2 if colours > 12 else 1)
 
 
 def _objective_vs_value(
@@ -69,7 +83,7 @@ def _objective_vs_value(
     points = [(x, r.metrics.get(objective, math.nan), r) for x, r in zip(values, runs,
                                                                          strict=True)]
     ok = sorted((x, y, r.metrics.get(f"{objective}_std", 0.0))
-                for x, y, r in points if not r.diverged and math.isfinite(y))
+                for x, y, r in points if not r.diverged and not r.pruned and math.isfinite(y))
     ax.errorbar([x for x, _, _ in ok], [y for _, y, _ in ok], yerr=[e for _, _, e in ok],
                 fmt="o-", capsize=4, label=f"final {objective}" + _spread(runs, objective))
     ok = [(x, y) for x, y, _ in ok]
@@ -78,6 +92,10 @@ def _objective_vs_value(
     if bad:
         ax.plot([x for x, _ in bad], [y for _, y in bad], "x", color="red", markersize=12,
                 markeredgewidth=2.5, label="diverged")
+    stopped = [(x, y) for x, y, r in points if r.pruned and math.isfinite(y)]
+    if stopped:
+        ax.plot([x for x, _ in stopped], [y for _, y in stopped], "o", color=PRUNED_COLOR,
+                markerfacecolor="none", label=f"pruned ({objective} when stopped)")
     if all(x > 0 for x in values):
         ax.set_xscale("log")
     ax.set_xlabel(key)

@@ -25,6 +25,7 @@ TAG_ROLE = "sweep_role"
 ROLE_REFIT = "refit"  # the best point trained again on all the training data (cross-validation)
 TAG_JOB = "job_num"
 TAG_KEYS = "sweep_keys"
+TAG_PRUNED = "pruned"  # "true" on a trial's run its study's pruner stopped (``sweeps.pruning``)
 
 
 @dataclass
