@@ -19,9 +19,16 @@ from scratchlab.core.errors import ConfigError
 from scratchlab.pipeline.job import run_config
 from scratchlab.sweeps.compare import table_text
 from scratchlab.sweeps.parent import child_tags, start_parent
-from scratchlab.sweeps.pruning import PRUNED, ReportToTrial, load_pruning, make_pruner
+from scratchlab.sweeps.pruning import (
+    PRUNED,
+    PRUNERS,
+    ReportToTrial,
+    first_prunable_epoch,
+    load_pruning,
+    make_pruner,
+)
 from scratchlab.sweeps.report import report_parent
-from scratchlab.sweeps.space import read_study_file
+from scratchlab.sweeps.space import default_space_path, read_study_file
 from test_sweep_support import PRUNING_EPOCHS, check_pruned_study, env_for, study_file
 
 JOB = (f"train.epochs={PRUNING_EPOCHS}", "train.progress=false", "tracking.log_model=false")
@@ -42,7 +49,12 @@ def test_pruners_are_config_and_mistakes_name_the_key(tmp_path: Path) -> None:
     assert (band._min_resource, band._max_resource, band._reduction_factor) == (2, 20, 3)
     halving = make_pruner(_pruning(path, "successive_halving"), max_epochs=20)
     assert isinstance(halving, optuna.pruners.SuccessiveHalvingPruner)
+    # asked from the first epoch it could prune at: median's warm-up, halving's first rung
+    assert [first_prunable_epoch(_pruning(path, name)) for name in PRUNERS] == [1, 4, 1, 2]
     assert isinstance(make_pruner(_pruning(study_file(tmp_path, "")), 20), optuna.pruners.NopPruner)
+    shipped = default_space_path()  # every pruner builds from the shipped file's settings
+    for name in PRUNERS:
+        make_pruner(load_pruning(read_study_file(shipped), shipped, name), max_epochs=40)
 
     with pytest.raises(ConfigError, match=r"^--pruner: pruner='mediam' is not allowed; "
                                           r"expected one of none, median"):

@@ -256,3 +256,16 @@ def test_a_worker_stopped_by_sigterm_requeues_its_trial_and_the_next_one_runs_it
                               f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted((k.data.tags["job_num"], k.info.status) for k in kids) == [
         ("0", "KILLED"), ("1", "FINISHED"), ("2", "FINISHED")]
+
+
+def test_optunas_private_api_is_used_in_one_module_only() -> None:
+    """``sweeps.trial_heartbeat`` says why it needs it; nothing else may reach in."""
+    import re
+
+    import scratchlab
+
+    private = re.compile(r"optuna\.\w+\._|\._(storage|trial_id|study_id)\b")
+    package = Path(scratchlab.__file__).parent
+    users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                   if private.search(p.read_text()))
+    assert users == ["sweeps/trial_heartbeat.py"]

@@ -8,14 +8,14 @@ raise KeyboardInterrupt, under four rules:
   interrupts are counted and logged, not raised: pressing Ctrl-C again, or a scheduler's second
   SIGTERM, cannot cut short the code that ends the runs as KILLED.
 - **An interrupt is not lost.** Python runs a signal handler between any two bytecodes, also
-  inside a garbage-collector callback, where a raised exception is printed and dropped
-  ("Exception ignored in ..."). So until someone handles it, the interrupt is raised again
-  every ``RESEND_S`` seconds.
+  inside a garbage-collector callback or a ``__del__``, where a raised exception is dropped
+  (``sys.unraisablehook``: "Exception ignored in ..."). A KeyboardInterrupt dropped that way is
+  raised again, by sending the signal again, until it lands where it can propagate.
 - **Writes are not torn.** :func:`deferred_interrupts` holds interrupts while a tracking store
   is written (an interrupt inside a SQLite commit can leave the connection unusable).
 - **An ignored signal stays ignored.** A background job of a script (``scratchlab tune ... &``)
-  starts with SIGINT ignored, ``nohup`` with SIGHUP, some launchers with SIGTERM: those are left
-  alone.
+  starts with SIGINT ignored, and a launcher may start a process with SIGTERM ignored: neither
+  is ever turned into an interrupt.
 
 Every interrupt received is counted: a KeyboardInterrupt raised while a C extension runs can
 come out as that library's own error (matplotlib's Agg renderer turns it into ``ValueError:
@@ -29,13 +29,14 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
-RESEND_S = 1.0  # an interrupt nobody handled within this is raised again
 INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+RESEND_S = 0.05  # a dropped interrupt is sent again this much later
 
 _received: list[int] = []  # every Ctrl-C/SIGTERM this process took, in order
 _scopes = 0  # nesting depth of sigterm_as_interrupt
@@ -48,20 +49,21 @@ def _interrupt(signum: int, frame: object) -> None:
         log.warning("signal %d: already stopping; ending the runs in progress as KILLED "
                     "(SIGKILL would leave them RUNNING)", signum)
         return
-    _raise(signum)
-
-
-def _raise(signum: int) -> None:
-    """Raise KeyboardInterrupt, and raise it again later unless someone handles it."""
-    timer = threading.Timer(RESEND_S, _resend, (signum,))
-    timer.daemon = True
-    timer.start()
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _resend(signum: int) -> None:
-    if _scopes and not _stopping:  # the interrupt was dropped on its way (see the docstring)
-        os.kill(os.getpid(), signum)
+def _dropped(unraisable: object, previous: Callable[[object], None]) -> None:
+    """``sys.unraisablehook`` inside :func:`sigterm_as_interrupt`: an interrupt raised where
+    Python cannot propagate it is sent again; anything else goes to the previous hook."""
+    if (getattr(unraisable, "exc_type", None) is KeyboardInterrupt and _received
+            and not _stopping):
+        log.debug("interrupt dropped in %r; sent again", getattr(unraisable, "object", None))
+        # not from here: the handler would run inside this hook, and be dropped for good
+        resend = threading.Timer(RESEND_S, os.kill, (os.getpid(), _received[-1]))
+        resend.daemon = True
+        resend.start()
+        return
+    previous(unraisable)
 
 
 def stopping() -> None:
@@ -112,6 +114,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
         previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
+    hook = sys.unraisablehook
+    if not _scopes:
+        sys.unraisablehook = lambda unraisable: _dropped(unraisable, hook)
     _scopes += 1
     try:
         yield
@@ -119,6 +124,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
         _scopes -= 1
         if not _scopes:
             _stopping = False
+            sys.unraisablehook = hook
         for sig, handler in previous.items():
             if signal.getsignal(sig) is _interrupt:  # not changed inside (ignore_interrupts)
                 signal.signal(sig, handler)
@@ -153,4 +159,4 @@ def deferred_interrupts() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if interrupt_mark() > mark and not _stopping:
-            _raise(_received[mark])
+            raise KeyboardInterrupt(f"signal {_received[mark]}")

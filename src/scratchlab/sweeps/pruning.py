@@ -102,22 +102,34 @@ def make_pruner(pruning: Pruning, max_epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def first_prunable_epoch(pruning: Pruning) -> int:
+    """The first epoch at which the pruner may stop a trial: asking it before then would only
+    cost a read of the study (tens of milliseconds on SQLite: more than a digits epoch)."""
+    settings = pruning.pruners
+    return {"median": settings.median.warmup_epochs,
+            "successive_halving": settings.successive_halving.min_epochs,
+            "hyperband": settings.hyperband.min_epochs}.get(pruning.pruner, 1)
+
+
 class ReportToTrial(Callback):
     """Each epoch's ``val_loss`` to the Optuna trial; stops training as ``pruned`` when the
-    study's pruner says so (``pruned_epoch`` then holds the epoch, from 1)."""
+    study's pruner says so, asked from epoch ``ask_from`` on (``pruned_epoch`` then holds the
+    epoch, from 1)."""
 
-    def __init__(self, trial: optuna.Trial) -> None:
+    def __init__(self, trial: optuna.Trial, ask_from: int = 1) -> None:
         self.trial = trial
+        self.ask_from = ask_from
         self.pruned_epoch: int | None = None
 
     def on_epoch_end(self, epoch, logs, net, history):
         value = logs.get(MONITOR)
         if value is None or not math.isfinite(value):  # a diverging run is the guard's to stop
             return None
-        with deferred_interrupts():  # a storage write
-            self.trial.report(value, epoch + 1)
-            prune = self.trial.should_prune()
+        step = epoch + 1
+        with deferred_interrupts():  # storage writes and reads
+            self.trial.report(value, step)
+            prune = step >= self.ask_from and self.trial.should_prune()
         if prune:
-            self.pruned_epoch = epoch + 1
+            self.pruned_epoch = step
             return PRUNED
         return None

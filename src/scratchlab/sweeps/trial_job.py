@@ -42,7 +42,7 @@ class TrialJob:
     info: SweepInfo
     study_name: str
     worker: str
-    prune: bool
+    prune_from: int | None  # the first epoch the pruner may stop a trial at; None: no pruner
 
     def __call__(self, trial: optuna.Trial) -> float:
         from scratchlab.pipeline.job import run_config  # the engine: not for `tune --help`
@@ -50,7 +50,7 @@ class TrialJob:
         chosen = suggest(trial, self.space)
         name = f"trial {trial.number}: " + " ".join(chosen)
         out_dir = self.out_root / str(trial.number)
-        reporter = ReportToTrial(trial) if self.prune else None
+        reporter = None if self.prune_from is None else ReportToTrial(trial, self.prune_from)
         tags = {**child_tags(self.info, trial.number), "entry_point": "optuna",
                 "optuna_study": self.study_name, "optuna_worker": self.worker}
         try:

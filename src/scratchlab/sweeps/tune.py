@@ -44,7 +44,7 @@ from scratchlab.sweeps.budget import budget, tally
 from scratchlab.sweeps.locks import storage_lock
 from scratchlab.sweeps.orphans import end_orphans
 from scratchlab.sweeps.parent import SweepInfo
-from scratchlab.sweeps.pruning import load_pruning, make_pruner
+from scratchlab.sweeps.pruning import first_prunable_epoch, load_pruning, make_pruner
 from scratchlab.sweeps.retries import RETRIES, Retries
 from scratchlab.sweeps.seeds import TrialSeededSampler
 from scratchlab.sweeps.space import default_space_path, load_space, read_study_file
@@ -136,7 +136,8 @@ def tune(
         requeue.on_stale = orphans
         orphans()  # runs left RUNNING by a worker that died before this one started
         name = worker_id()
-        job = TrialJob(overrides, space, out_root, parent, study_name, name, pruning.enabled)
+        job = TrialJob(overrides, space, out_root, parent, study_name, name,
+                       first_prunable_epoch(pruning) if pruning.enabled else None)
         worker = Worker(study, opened, trials, job, requeue, parent.parent_run_id, name)
         log.info("study %s on %s: worker %s, MLflow parent %s, pruner %s, %d of %d trials done",
                  study_name, redact(url), name, parent.parent_run_id, pruning.pruner,

@@ -100,8 +100,8 @@ class Worker:
                 asked.set_user_attr(WORKER, self.name)
                 asked.set_user_attr(OWNER, {k: v for k, v in owner_tags().items()
                                             if k != HEARTBEAT})
-            with trial_heartbeat(self.study, trial):
-                value, state = self.job(trial), TrialState.COMPLETE
+            with trial_heartbeat(self.study, trial):  # state None: COMPLETE, FAIL for a NaN
+                value, state = self.job(trial), None
         except optuna.TrialPruned as pruned:
             log.info("trial %d %s", trial.number, pruned)
             value, state = None, TrialState.PRUNED
