@@ -127,7 +127,13 @@ class Worker:
             try:
                 failed = self.study.tell(trial, state=TrialState.FAIL)
             except (ValueError, optuna.exceptions.UpdateFinishedTrialError):
-                return  # another worker failed it first (and queued it again)
+                # another worker failed it first, and queued it again: this worker was silent
+                # past the heartbeat grace (suspended: scontrol suspend, gang scheduling)
+                if interrupted:
+                    log.warning("trial %d interrupted; another worker had already failed it "
+                                "(and re-queued it within --retries) while this one was silent",
+                                trial.number)
+                return
             if interrupted:
                 log.warning("trial %d interrupted; marked FAIL%s", trial.number,
                             self.retries.requeue(self.study, failed))

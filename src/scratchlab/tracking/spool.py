@@ -122,7 +122,7 @@ def _read(path: Path) -> Any:
 
 def _apply(client: Any, run_id: str, op: dict, files: Path, history: dict[str, set],
            log_model: Callable[[Path], None]) -> None:
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
     kind = op["kind"]
     if kind == "batch":
@@ -143,6 +143,10 @@ def _apply(client: Any, run_id: str, op: dict, files: Path, history: dict[str, s
                 client.log_artifacts(run_id, str(path), op.get("path"))
             else:
                 client.log_artifact(run_id, str(path), op.get("path"))
+    elif kind == "input":  # the store keeps one link per run and dataset: a replay adds none
+        tags = [InputTag(k, v) for k, v in op["tags"].items()]
+        client.log_inputs(run_id, datasets=[DatasetInput(Dataset.from_dictionary(op["dataset"]),
+                                                         tags)])
     elif kind == "model":
         log_model(files)
     elif kind == "status":
