@@ -19,12 +19,17 @@ from omegaconf import DictConfig
 
 from scratchlab.core.signals import interrupted, sigterm_as_interrupt, stopping
 from scratchlab.sweeps.overrides import swept_keys
-from scratchlab.sweeps.parent import SweepInfo, end_parent, start_parent, write_sweep_info
+from scratchlab.sweeps.parent import (
+    COMPARISON_DIR,
+    SweepInfo,
+    end_parent,
+    start_parent,
+    write_sweep_info,
+)
 from scratchlab.tracking.liveness import Heartbeat, end_from_outside
 
 log = logging.getLogger("scratchlab")
 
-COMPARISON_DIR = "comparison"
 # Kept off the callback (launchers pickle it to their workers): the parent's heartbeat thread,
 # and SIGTERM/Ctrl-C as KeyboardInterrupt for the whole sweep, so that an interrupt between
 # jobs also reaches ``_abandon`` and a second one does not cut it short.

@@ -18,13 +18,12 @@ from filelock import FileLock, Timeout
 
 from scratchlab.core.errors import TrackingError
 from scratchlab.core.retry import retry
-from scratchlab.sweeps.storage import CONNECT_TIMEOUT_S, journal_file, rdb_dialect, sqlite_file
-from scratchlab.tracking.store import first_line
-from scratchlab.tracking.uri import redact
+from scratchlab.sweeps.storage import CONNECT_TIMEOUT_S, journal_file
+from scratchlab.tracking.store import LOCK_TIMEOUT_S, first_line
+from scratchlab.tracking.uri import dialect, redact, sqlite_path
 
 log = logging.getLogger("scratchlab")
 
-LOCK_TIMEOUT_S = 300.0
 LOCK_POLL_S = 0.2
 
 
@@ -36,20 +35,20 @@ class _Held(Exception):
 def storage_lock(url: str, key: str, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     """Hold the exclusive lock ``key`` on the storage at ``url``; TrackingError when another
     holder keeps it longer than ``timeout_s``."""
-    local = sqlite_file(url) or journal_file(url)
+    local = sqlite_path(url) or journal_file(url)
     if local is not None:  # not <journal>.lock: Optuna's own journal lock is that file
         local.parent.mkdir(parents=True, exist_ok=True)
-        suffix = ".lock" if sqlite_file(url) else ".scratchlab-lock"
+        suffix = ".lock" if sqlite_path(url) else ".scratchlab-lock"
         with _file_lock(local.with_name(local.name + suffix), timeout_s):
             yield
         return
-    dialect = rdb_dialect(url)
-    if dialect in ("postgresql", "mysql", "mariadb"):
-        with _advisory_lock(url, dialect, key, timeout_s):
+    database = dialect(url)
+    if database in ("postgresql", "mysql", "mariadb"):
+        with _advisory_lock(url, database, key, timeout_s):
             yield
         return
     log.warning("%s: no cross-process lock for %s databases; start one worker first, then the "
-                "others", redact(url), dialect)
+                "others", redact(url), database)
     yield
 
 
@@ -67,7 +66,7 @@ def _file_lock(path, timeout_s: float) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _advisory_lock(url: str, dialect: str, key: str, timeout_s: float) -> Iterator[None]:
+def _advisory_lock(url: str, database: str, key: str, timeout_s: float) -> Iterator[None]:
     """PostgreSQL ``pg_try_advisory_lock`` or MySQL ``GET_LOCK``, tried until granted (through
     ``core.retry``) and held by one connection for the block."""
     import sqlalchemy
@@ -81,7 +80,7 @@ def _advisory_lock(url: str, dialect: str, key: str, timeout_s: float) -> Iterat
         raise TrackingError(f"{redact(url)}: cannot connect to the study storage "
                             f"({first_line(exc)})") from exc
     try:
-        if dialect == "postgresql":
+        if database == "postgresql":
             number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
             take = sqlalchemy.text("SELECT pg_try_advisory_lock(:k)").bindparams(k=number)
             give = sqlalchemy.text("SELECT pg_advisory_unlock(:k)").bindparams(k=number)

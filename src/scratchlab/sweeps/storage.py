@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial
 
 from scratchlab.core.errors import ConfigError, TrackingError
 from scratchlab.tracking.store import first_line
-from scratchlab.tracking.uri import redact
+from scratchlab.tracking.uri import dialect, redact
 
 JOURNAL = "journal:"
 OPTUNA_DB = "optuna.db"
@@ -59,19 +59,8 @@ def with_installed_driver(url: str) -> str:
     return url
 
 
-def sqlite_file(url: str) -> Path | None:
-    if not url.startswith("sqlite:///"):
-        return None
-    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
-
-
 def journal_file(url: str) -> Path | None:
     return Path(url.removeprefix(JOURNAL)) if url.startswith(JOURNAL) else None
-
-
-def rdb_dialect(url: str) -> str:
-    """``postgresql`` for ``postgresql+psycopg2://...``: the database, without the driver."""
-    return url.split("://", 1)[0].split("+", 1)[0]
 
 
 def open_storage(url: str, heartbeat_s: int, on_stale: StaleCallback
@@ -87,7 +76,7 @@ def open_storage(url: str, heartbeat_s: int, on_stale: StaleCallback
         engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}
         if url.startswith("sqlite:"):
             engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
-        elif rdb_dialect(url) in ("postgresql", "mysql", "mariadb"):
+        elif dialect(url) in ("postgresql", "mysql", "mariadb"):
             engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
         heartbeat: dict[str, Any] = {}
         if heartbeat_s > 0:

@@ -43,7 +43,7 @@ from scratchlab.pipeline.record import open_store
 from scratchlab.sweeps.budget import budget, tally
 from scratchlab.sweeps.locks import storage_lock
 from scratchlab.sweeps.orphans import end_orphans
-from scratchlab.sweeps.parent import SweepInfo
+from scratchlab.sweeps.parent import COMPARISON_DIR, SweepInfo
 from scratchlab.sweeps.pruning import first_prunable_epoch, load_pruning, make_pruner
 from scratchlab.sweeps.retries import RETRIES, Retries
 from scratchlab.sweeps.seeds import TrialSeededSampler
@@ -57,8 +57,6 @@ from scratchlab.tracking.liveness import Heartbeat
 from scratchlab.tracking.uri import redact, sqlite_path, tracking_uri
 
 log = logging.getLogger("scratchlab")
-
-COMPARISON_DIR = "comparison"
 
 
 @dataclass
