@@ -211,11 +211,11 @@ def assert_lock_excludes_other_processes(url: str, hold_s: float = 4.0) -> None:
     import pytest
 
     from scratchlab.core.errors import TrackingError
-    from scratchlab.sweeps.study import storage_lock
+    from scratchlab.sweeps.locks import storage_lock
 
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import time\nfrom scratchlab.sweeps.study import storage_lock\n"
+         "import time\nfrom scratchlab.sweeps.locks import storage_lock\n"
          f"with storage_lock({url!r}, 'k'):\n    print('held', flush=True)\n"
          f"    time.sleep({hold_s})"],
         stdout=subprocess.PIPE, text=True)

@@ -2,8 +2,9 @@
 
 One PostgreSQL cluster (databases ``mlflow`` and ``optuna``) and one tracking server with the
 artifact proxy serve the whole module: concurrent ``scratchlab tune`` workers on one study, one
-of them killed with SIGKILL mid-trial, and a Hydra sweep through hydra-submitit-launcher's
-``submitit_local``. Everything is checked through MLflow's API and the Optuna study.
+of them killed with SIGKILL mid-trial (with and without pruning), and a Hydra sweep through
+hydra-submitit-launcher's ``submitit_local``. Everything is checked through MLflow's API and
+the Optuna study.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from servers import (
     postgres,
     wait_for,
 )
-from test_sweep_support import FAST, env_for, sweep
+from test_sweep_support import (
+    FAST,
+    PRUNING_EPOCHS,
+    check_pruned_study,
+    env_for,
+    study_file,
+    sweep,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.xdist_group("scaleout_servers")]
 
@@ -153,7 +161,7 @@ def test_workers_share_a_study_and_survive_a_killed_worker(servers: Servers, tmp
     assert not [k for k in kids if k.info.status == "RUNNING"]
     by_trial = {int(k.data.tags["job_num"]): k for k in kids}
     assert by_trial[killed].info.status == "FAILED"
-    assert "died" in by_trial[killed].data.tags["ended_by"]
+    assert "died" in by_trial[killed].data.tags["scratchlab.end_reason"]
     for trial in ran:
         if trial.state == TrialState.COMPLETE:
             kid = by_trial[trial.number]
@@ -222,3 +230,39 @@ def test_a_run_straight_to_postgresql_keeps_its_artifacts_in_the_project(servers
     artifacts = tmp_path / "mlruns" / "artifacts" / run.info.run_id / "artifacts"
     assert run.info.artifact_uri == artifacts.as_uri()
     assert (artifacts / "config.yaml").is_file()
+
+
+def test_two_workers_prune_on_postgresql_and_retry_a_killed_workers_trial(
+        servers: Servers, tmp_path) -> None:
+    """The median pruner across two workers on PostgreSQL (tracking through the server); one
+    worker killed inside a trial, whose retry the other runs (and may prune)."""
+    study, client = "pruned", MlflowClient(tracking_uri=servers.tracking)
+    space = study_file(tmp_path, "pruner: median\npruners:\n  median: {startup_trials: 1, "
+                                 "warmup_epochs: 2}\n")
+    command = [sys.executable, "-m", "scratchlab.cli", "tune", "--study", study, "--storage",
+               servers.storage, "--trials", "8", "--heartbeat", "1", "--space", str(space),
+               "--out", str(tmp_path / "out"), f"train.epochs={PRUNING_EPOCHS}", "train.seed=1",
+               *QUIET]
+    logs = [open(tmp_path / f"worker{i}.log", "w") for i in range(2)]
+    workers = [subprocess.Popen(command, cwd=tmp_path, env=env_for(servers.tracking),
+                                stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    try:
+        killed = _kill_inside_a_trial(servers, study, workers[0], client)
+        workers[1].wait(timeout=WORKER_TIMEOUT_S)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        for log in logs:
+            log.close()
+    survivor = (tmp_path / "worker1.log").read_text()
+    assert workers[1].returncode == 0, survivor
+    trials = [t for t in _trials(servers, study) if not t.user_attrs.get("skipped")]
+    states = {t.number: t.state for t in trials}
+    assert states[killed] == TrialState.FAIL
+    [retry] = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert not retry.intermediate_values or min(retry.intermediate_values) == 1  # from epoch 1
+    assert sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states.values()) == 8
+    check_pruned_study(trials, servers.tracking, study, tmp_path)

@@ -118,7 +118,7 @@ def test_a_cancelled_or_killed_worker_s_trial_is_retried_once(
     if status == "FAILED":  # ended by the survivor, saying why
         _, kids = family(slurm_servers, "optuna_study", study)
         [killed] = [k for k in kids if k.data.tags["job_num"] == str(interrupted)]
-        assert "died" in killed.data.tags["ended_by"]
+        assert "died" in killed.data.tags["scratchlab.end_reason"]
 
 
 def test_a_suspended_worker_s_trial_is_retried_once(

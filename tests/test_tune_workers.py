@@ -14,14 +14,12 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from scratchlab.core.errors import ConfigError
-from scratchlab.sweeps.study import (
-    StaleTrials,
-    TrialSeededSampler,
-    budget,
-    over_budget,
-    redact,
-    storage_url,
-)
+from scratchlab.sweeps.budget import budget, over_budget
+from scratchlab.sweeps.retries import Retries
+from scratchlab.sweeps.seeds import TrialSeededSampler
+from scratchlab.sweeps.storage import fail_stale, open_storage, storage_url
+from scratchlab.sweeps.trial_heartbeat import trial_heartbeat
+from scratchlab.tracking.uri import redact
 from servers import assert_lock_excludes_other_processes, wait_for
 from test_sweep_support import FAST, env_for
 
@@ -42,7 +40,7 @@ def test_budget_counts_results_running_and_queued_but_not_retried_failures() -> 
     dead.suggest_float("lr", 1e-3, 3.0, log=True)
     study.tell(dead, state=TrialState.FAIL)
     frozen_dead = study.trials[dead.number]
-    StaleTrials(retries=1).retry(study, frozen_dead)  # what the heartbeat check does
+    Retries(retries=1).requeue(study, frozen_dead)  # what the heartbeat check does
     study.ask()  # running elsewhere (it takes the queued retry)
     standing = budget(study.trials)
     assert (standing.done, standing.running, standing.waiting) == (1, 1, 0)
@@ -50,8 +48,30 @@ def test_budget_counts_results_running_and_queued_but_not_retried_failures() -> 
     retry = study.trials[-1]
     assert retry.params == frozen_dead.params and retry.system_attrs["failed_trial"] == 1
     # a retry that dies too is not retried again with --retries 1: it then counts as failed
-    StaleTrials(retries=1).retry(study, retry)
+    Retries(retries=1).requeue(study, retry)
     assert len(study.trials) == 3
+
+
+def test_a_beating_trial_stays_running_and_a_silent_one_is_failed_and_queued_again(
+        tmp_path: Path) -> None:
+    """The trial heartbeat (Optuna's private thread, ``sweeps.trial_heartbeat``) reaches the
+    storage; once it stops, the stale trial is failed and Optuna's retry callback queues it."""
+    import time
+
+    retries = Retries(retries=1)
+    storage = open_storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_s=1,
+                           on_stale=retries)
+    study = _study(storage)
+    trial = study.ask({"lr": LR})
+    with trial_heartbeat(study, trial):
+        time.sleep(4)  # longer than the grace period (3 beats): only the beats keep it alive
+        fail_stale(study)
+        assert study.trials[0].state == TrialState.RUNNING
+    wait_for(lambda: fail_stale(study) or study.trials[0].state == TrialState.FAIL, 30,
+             "the silent trial failed")
+    [retry] = study.trials[1:]
+    assert retry.state == TrialState.WAITING and retry.params == trial.params
+    assert retry.system_attrs["failed_trial"] == 0
 
 
 def test_a_trial_created_past_the_total_is_over_budget_but_a_queued_one_never() -> None:
@@ -162,7 +182,7 @@ def test_two_workers_on_a_journal_file(tmp_path: Path) -> None:
 def test_runs_of_dead_workers_are_ended_or_marked(tracking_uri) -> None:
     """Killed mid-trial: the RUNNING run ends FAILED. Killed after its run ended but before
     Optuna heard the result: the FINISHED run is tagged, the trial being FAIL."""
-    from scratchlab.sweeps.study import end_orphans
+    from scratchlab.sweeps.orphans import end_orphans
     from scratchlab.tracking.store import connect
 
     experiment = connect(tracking_uri, "orphans")
@@ -181,9 +201,11 @@ def test_runs_of_dead_workers_are_ended_or_marked(tracking_uri) -> None:
     assert end_orphans(parent, experiment, study.trials) == 2
     assert end_orphans(parent, experiment, study.trials) == 0  # once is enough
     dead, late, alive = (client.get_run(kids[j]) for j in ("0", "1", "2"))
-    assert dead.info.status == "FAILED" and "died mid-trial" in dead.data.tags["ended_by"]
+    assert dead.info.status == "FAILED"
+    assert "died mid-trial" in dead.data.tags["scratchlab.end_reason"]
+    assert dead.data.tags["scratchlab.ended_by"] == "scratchlab tune"
     assert late.info.status == "FINISHED" and "trial 1" in late.data.tags["trial_failed"]
-    assert alive.info.status == "RUNNING" and "ended_by" not in alive.data.tags
+    assert alive.info.status == "RUNNING" and "scratchlab.ended_by" not in alive.data.tags
 
 
 @pytest.mark.slow
@@ -232,3 +254,16 @@ def test_a_worker_stopped_by_sigterm_requeues_its_trial_and_the_next_one_runs_it
                               f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted((k.data.tags["job_num"], k.info.status) for k in kids) == [
         ("0", "KILLED"), ("1", "FINISHED"), ("2", "FINISHED")]
+
+
+def test_optunas_private_api_is_used_in_one_module_only() -> None:
+    """``sweeps.trial_heartbeat`` says why it needs it; nothing else may reach in."""
+    import re
+
+    import scratchlab
+
+    private = re.compile(r"optuna\.\w+\._|\._(storage|trial_id|study_id)\b")
+    package = Path(scratchlab.__file__).parent
+    users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                   if private.search(p.read_text()))
+    assert users == ["sweeps/trial_heartbeat.py"]

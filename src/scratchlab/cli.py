@@ -108,21 +108,22 @@ def _tune(args: argparse.Namespace) -> None:
     from scratchlab.sweeps.tune import tune
 
     result = tune(args.study, args.trials, args.overrides, args.space, args.out,
-                  storage=args.storage, heartbeat_s=args.heartbeat, retries=args.retries)
+                  storage=args.storage, heartbeat_s=args.heartbeat, retries=args.retries,
+                  pruner=args.pruner)
     counts, best = result.counts, result.best
-    extra = "".join(f", {counts[k]} {k}" for k in ("failed", "retried", "running") if counts[k])
+    extra = "".join(f", {counts[k]} {k}" for k in ("pruned", "failed", "retried", "running")
+                    if counts[k])
     line = (f"study {result.study.study_name}: {counts['trials']} trials{extra} "
             f"({result.ran} run by this worker)")
     print(line + (f", best #{best.number} val_loss={best.value:.4f} {best.params}"
                   if best is not None else ", none completed"))
     if args.promote is not None:
-        from scratchlab.sweeps.study import RUN_ID_ATTR
         from scratchlab.tracking.registry import promote
 
-        if best is None or RUN_ID_ATTR not in best.user_attrs:
+        if result.best_run_id is None:
             raise ScratchlabError(f"--promote: study {result.study.study_name} has no "
                                   "completed trial with a run to promote")
-        _print_promotion(promote(best.user_attrs[RUN_ID_ATTR], args.promote))
+        _print_promotion(promote(result.best_run_id, args.promote))
 
 
 def _lr_find(args: argparse.Namespace) -> None:
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--retries", type=int, default=1,
                       help="times a dead worker's trial is run again (default 1; 0: it stays "
                       "failed and counts as one of the trials)")
+    tune.add_argument("--pruner", metavar="NAME",
+                      help="stop hopeless trials early: none, median, successive_halving or "
+                      "hyperband (default: the search space file's 'pruner', none as shipped)")
     tune.add_argument("--space", type=Path, help="search space YAML (conf/sweep/optuna.yaml)")
     tune.add_argument("--out", type=Path, help="trial outputs (multirun/optuna/<study>)")
     tune.add_argument("--promote", metavar="NAME",

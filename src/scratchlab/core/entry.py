@@ -15,7 +15,13 @@ from pathlib import Path
 
 from scratchlab.core.errors import DivergedError, ScratchlabError
 from scratchlab.core.progress import quiet_library_bars
-from scratchlab.core.signals import interrupt_mark, interrupted_since, sigterm_as_interrupt
+from scratchlab.core.signals import (
+    ignore_interrupts,
+    interrupt_mark,
+    interrupted_since,
+    sigterm_as_interrupt,
+    stopping,
+)
 
 log = logging.getLogger("scratchlab")
 
@@ -61,16 +67,19 @@ def run_main(main: Callable[[], object]) -> None:
     setup_logging()
     quiet_library_bars()
     mark = interrupt_mark()
-    try:
-        with sigterm_as_interrupt():
+    with sigterm_as_interrupt():
+        try:
             main()
-    except BaseException as exc:
-        error = interrupted_since(mark, exc)  # an interrupt a library reported as its own error
-        expected = isinstance(error, EXPECTED)
-        if expected:
-            report(error)
-        if hint := restore_hint():
-            log.error("%s", hint)
-        if not expected:
-            raise
-        sys.exit(exit_code(error))
+        except BaseException as exc:
+            error = interrupted_since(mark, exc)  # an interrupt a library reported as its own
+            expected = isinstance(error, EXPECTED)
+            if isinstance(error, KeyboardInterrupt):  # exiting: a late Ctrl-C/SIGTERM must
+                stopping()  # neither cut short the exit nor kill it halfway
+                ignore_interrupts()
+            if expected:
+                report(error)
+            if hint := restore_hint():
+                log.error("%s", hint)
+            if not expected:
+                raise
+            sys.exit(exit_code(error))

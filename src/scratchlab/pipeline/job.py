@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from scratchlab.config import Config
 from scratchlab.core.errors import DivergedError
+from scratchlab.nn.callbacks import STOPPED_EARLY, Callback
 from scratchlab.pipeline.crossval import cross_validate
 from scratchlab.pipeline.evaluation import evaluate, record_evaluation, write_reports
 from scratchlab.pipeline.record import record_training, title, tracked_run
@@ -26,23 +27,37 @@ log = logging.getLogger(__name__)
 
 def run_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_dir: Path, *,
             run_name: str | None = None, tags: Mapping[str, str] | None = None,
-            parent_run_id: str | None = None) -> float:
+            parent_run_id: str | None = None, callbacks: Sequence[Callback] = ()) -> float:
     """Train and evaluate into one run (files in ``out_dir``); return the final val_loss (with
-    ``train.cv_folds``, the cross-validated one: :func:`run_cv_job`)."""
+    ``train.cv_folds``, the cross-validated one: :func:`run_cv_job`).
+
+    ``callbacks`` see every epoch beside the MLflow one. One that stops training with a reason
+    of its own (an Optuna pruner's ``pruned``) ends the job there: the run ends FINISHED with
+    its curves and weights so far and tags ``<reason>=true`` and ``<reason>_epoch``, and no
+    test evaluation (a run stopped as not worth finishing is not a result to test).
+    """
     preflight(config, splits)  # before a run is started for nothing
     if config.train.cv_folds:
         return run_cv_job(config, splits, manifest, out_dir, run_name=run_name, tags=tags,
                           parent_run_id=parent_run_id)
     with tracked_run(config, manifest, out_dir, splits=splits, run_name=run_name, tags=tags,
                      parent_run_id=parent_run_id) as recorder:
-        trained = train(config, splits, [EpochMetrics(recorder)])
+        trained = train(config, splits, [EpochMetrics(recorder), *callbacks])
         record_training(recorder, config, trained.net, trained.history, out_dir)
+        reason = trained.history.stop_reason  # not diverged: record_training raised for that
+        if reason not in (None, STOPPED_EARLY):
+            recorder.set_tags({reason: "true", f"{reason}_epoch": trained.history.epochs_run})
+            return _final_val_loss(trained.history.history)
         evaluation = evaluate(trained.net, splits, title(config), config.train.deterministic)
         files = write_reports(evaluation, out_dir)
         example = splits.test.X[:5] if config.tracking.log_model else None
         record_evaluation(recorder, evaluation, files, trained.net, example)
     log.info("test metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in evaluation.metrics.items()))
-    return float(trained.history.history.get("val_loss", [math.nan])[-1])
+    return _final_val_loss(trained.history.history)
+
+
+def _final_val_loss(history: Mapping[str, list[float]]) -> float:
+    return float(history.get("val_loss", [math.nan])[-1])
 
 
 def run_cv_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_dir: Path,

@@ -8,6 +8,7 @@ and writes ``sweep.json`` to the sweep dir, where every job (in any launcher wor
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -16,15 +17,24 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from scratchlab.core.signals import interrupted, sigterm_as_interrupt, stopping
 from scratchlab.sweeps.overrides import swept_keys
-from scratchlab.sweeps.parent import SweepInfo, end_parent, start_parent, write_sweep_info
-from scratchlab.tracking.liveness import Heartbeat
+from scratchlab.sweeps.parent import (
+    COMPARISON_DIR,
+    SweepInfo,
+    end_parent,
+    start_parent,
+    write_sweep_info,
+)
+from scratchlab.tracking.liveness import Heartbeat, end_from_outside
 
 log = logging.getLogger("scratchlab")
 
-COMPARISON_DIR = "comparison"
-# The parent's heartbeat threads, kept off the callback: launchers pickle it to their workers.
+# Kept off the callback (launchers pickle it to their workers): the parent's heartbeat thread,
+# and SIGTERM/Ctrl-C as KeyboardInterrupt for the whole sweep, so that an interrupt between
+# jobs also reaches ``_abandon`` and a second one does not cut it short.
 _heartbeats: dict[str, Heartbeat] = {}
+_interrupts: dict[str, contextlib.ExitStack] = {}
 
 
 class MlflowSweepCallback(Callback):
@@ -48,6 +58,9 @@ class MlflowSweepCallback(Callback):
             tags={"sweep_dir": str(sweep_dir.resolve()), "entry_point": "hydra-multirun"},
         )
         write_sweep_info(sweep_dir, self.info)
+        scope = contextlib.ExitStack()
+        scope.enter_context(sigterm_as_interrupt())
+        _interrupts[self.info.parent_run_id] = scope
         _heartbeats[self.info.parent_run_id] = Heartbeat(self.info.parent_run_id).__enter__()
         atexit.register(self._abandon)  # a crashed sweep skips on_multirun_end
         log.info("sweep %s: MLflow parent run %s", self.info.sweep_id, self.info.parent_run_id)
@@ -55,14 +68,21 @@ class MlflowSweepCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.info is None:
             return
+        info, self.info = self.info, None
+        atexit.unregister(self._abandon)
+        _stop_heartbeat(info.parent_run_id)
+        try:
+            self._report(info, Path(config.hydra.sweep.dir))
+        finally:
+            _interrupts.pop(info.parent_run_id).close()
+
+    def _report(self, info: SweepInfo, sweep_dir: Path) -> None:
+        """The comparison on the parent, the refit of a cross-validated best point, the end."""
         # MLflow and matplotlib: imported here, not with the callback, which Hydra also loads
         # for single runs (a bad config is then reported before ~3 s of imports)
         from scratchlab.sweeps.report import parent_status, report_parent
 
-        info, self.info = self.info, None
-        atexit.unregister(self._abandon)
-        _stop_heartbeat(info.parent_run_id)
-        out_dir = Path(config.hydra.sweep.dir) / COMPARISON_DIR
+        out_dir = sweep_dir / COMPARISON_DIR
         try:
             comparison = report_parent(info.parent_run_id, out_dir, self.objective)
         except Exception:
@@ -71,7 +91,7 @@ class MlflowSweepCallback(Callback):
         best = comparison.best
         champion = best.run_id if best is not None else None
         if best is not None and best.params.get("train.cv_folds", "0") not in ("0", "None"):
-            champion = _refit(info.parent_run_id, best, Path(config.hydra.sweep.dir) / "refit")
+            champion = _refit(info.parent_run_id, best, sweep_dir / "refit")
         if self.promote not in (None, False) and champion is not None:
             _promote(champion, self.promote)
         status = parent_status(comparison)
@@ -83,9 +103,18 @@ class MlflowSweepCallback(Callback):
         )
 
     def _abandon(self) -> None:
-        if self.info is not None:
-            _stop_heartbeat(self.info.parent_run_id)
-            end_parent(self.info.parent_run_id, "FAILED")
+        """At exit without ``on_multirun_end`` (interrupted, or crashed): end the parent KILLED
+        or FAILED, through ``end_from_outside`` with the reason, as any run whose job is gone."""
+        if self.info is None:
+            return
+        from mlflow import MlflowClient
+
+        stopping()  # a late Ctrl-C must not cut this short
+        _stop_heartbeat(self.info.parent_run_id)
+        status, why = (("KILLED", "the sweep was interrupted") if interrupted() else
+                       ("FAILED", "the sweep's process is exiting before the sweep ended"))
+        end_from_outside(MlflowClient(), self.info.parent_run_id, status, "scratchlab sweep",
+                         why)
 
 
 def _refit(parent_run_id: str, best: Any, out_dir: Path) -> str | None:

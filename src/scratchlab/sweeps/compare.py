@@ -77,8 +77,11 @@ def table_text(comparison: Comparison) -> str:
     best = comparison.best.run_id if comparison.best else None
     frame.insert(0, "", ["*" if r == best else "" for r in frame["run_id"]])
     frame["run_id"] = frame["run_id"].str[:8]
-    columns = ["", "run_name", "run_id", "status", "diverged", *comparison.keys,
-               *(m for m in SHOWN_METRICS if m in frame)]
+    pruned = sum(r.pruned for r in comparison.runs)
+    columns = ["", "run_name", "run_id", "status", "diverged", *(["pruned"] if pruned else []),
+               *comparison.keys, *(m for m in SHOWN_METRICS if m in frame)]
     with pd.option_context("display.width", 200, "display.max_columns", 50):
         text = frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}")
-    return f"{text}\n{comparison.refit}" if comparison.refit else text
+    notes = [f"{pruned} of {len(comparison.runs)} runs pruned (stopped early by the study's "
+             "pruner; not candidates for best)"] if pruned else []
+    return "\n".join([text, *notes, *([comparison.refit] if comparison.refit else [])])

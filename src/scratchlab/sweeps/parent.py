@@ -20,11 +20,13 @@ from scratchlab.core.paths import git_commit
 from scratchlab.tracking.store import busy_retry, connect
 
 SWEEP_FILE = "sweep.json"
+COMPARISON_DIR = "comparison"  # the parent's figure and tables, in the sweep dir and the run
 TAG_SWEEP_ID = "sweep_id"
 TAG_ROLE = "sweep_role"
 ROLE_REFIT = "refit"  # the best point trained again on all the training data (cross-validation)
 TAG_JOB = "job_num"
 TAG_KEYS = "sweep_keys"
+TAG_PRUNED = "pruned"  # "true" on a trial's run its study's pruner stopped (``sweeps.pruning``)
 
 
 @dataclass

@@ -86,6 +86,7 @@ def report_parent(
         Metric("n_runs", len(runs), now, step),
         Metric("n_failed", sum(r.status == "FAILED" for r in runs), now, step),
         Metric("n_diverged", sum(r.diverged for r in runs), now, step),
+        Metric("n_pruned", sum(r.pruned for r in runs), now, step),
     ]
     tags, params = [], []
     best = comparison.best

@@ -1,4 +1,5 @@
-"""An Optuna search space declared in YAML (``conf/sweep/optuna.yaml``), turned into overrides."""
+"""An Optuna search space declared in YAML (``conf/sweep/optuna.yaml``), turned into overrides;
+the same file names the study's pruner (``sweeps.pruning``)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,35 @@ from scratchlab.core.errors import ConfigError
 from scratchlab.sweeps.keys import check_keys
 
 KINDS = ("float", "int", "categorical")
+TOP_KEYS = ("params", "pruner", "pruners")
 
 
 def default_space_path() -> Path:
     return conf_dir() / "sweep" / "optuna.yaml"
 
 
-def load_space(path: Path) -> dict[str, dict[str, Any]]:
-    """``{key: spec}``, checked so that a typo fails before the first trial."""
+def read_study_file(path: Path) -> dict[str, Any]:
+    """The search-space file: ``params`` (the space), ``pruner`` and ``pruners``
+    (``sweeps.pruning``); any other top-level key is a mistake, said before the first trial."""
     if not path.is_file():
         raise ConfigError(f"{path}: search space file not found")
-    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    params = raw.get("params") if isinstance(raw, Mapping) else None
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:  # YAML syntax, an unresolvable ${...}
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: not a valid search space file ({first})") from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path}: expected a mapping with 'params'")
+    unknown = [key for key in raw if key not in TOP_KEYS]
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown key; allowed: {', '.join(TOP_KEYS)}")
+    return dict(raw)
+
+
+def load_space(path: Path, raw: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``{key: spec}`` from the file at ``path`` (or its contents ``raw``), checked so that a
+    typo fails before the first trial."""
+    params = (read_study_file(path) if raw is None else raw).get("params")
     if not isinstance(params, Mapping) or not params:
         raise ConfigError(f"{path}: expected a non-empty 'params' mapping")
     check_keys(params, f"{path}: params.")

@@ -10,7 +10,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from scratchlab.sweeps.parent import ROLE_REFIT, TAG_JOB, TAG_KEYS, TAG_ROLE
+from scratchlab.sweeps.parent import ROLE_REFIT, TAG_JOB, TAG_KEYS, TAG_PRUNED, TAG_ROLE
 
 CURVES = ("loss", "val_loss")
 METRICS = ("loss", "val_loss", "val_loss_std", "accuracy", "val_accuracy", "val_accuracy_std",
@@ -25,6 +25,7 @@ class RunSummary:
     name: str
     status: str
     diverged: bool
+    pruned: bool  # stopped early by a study's pruner: curves up to then, not a result
     job_num: int | None
     params: dict[str, str]
     metrics: dict[str, float]
@@ -63,6 +64,7 @@ def summarize(runs: Iterable[Run], with_curves: bool = True) -> list[RunSummary]
             name=run.info.run_name or run.info.run_id[:8],
             status=run.info.status,
             diverged=tags.get("diverged") == "true",
+            pruned=tags.get(TAG_PRUNED) == "true",
             job_num=int(job) if job is not None and job.isdigit() else None,
             params=dict(run.data.params),
             metrics=dict(run.data.metrics),
@@ -83,10 +85,10 @@ def varying_params(runs: Sequence[RunSummary]) -> list[str]:
 
 
 def best_run(runs: Sequence[RunSummary], objective: str) -> RunSummary | None:
-    """The finished, non-diverged run with the lowest finite ``objective``."""
+    """The finished, non-diverged, non-pruned run with the lowest finite ``objective``."""
     candidates = [
         r for r in runs
-        if r.status == "FINISHED" and not r.diverged
+        if r.status == "FINISHED" and not r.diverged and not r.pruned
         and math.isfinite(r.metrics.get(objective, math.nan))
     ]
     return min(candidates, key=lambda r: r.metrics[objective], default=None)
@@ -102,6 +104,7 @@ def records(runs: Sequence[RunSummary], keys: Sequence[str]) -> list[dict]:
             "job_num": r.job_num,
             "status": r.status,
             "diverged": r.diverged,
+            "pruned": r.pruned,
             **{k: param_value(r.params, k) for k in keys},
             **{m: r.metrics.get(m) for m in metric_keys},
         }

@@ -19,12 +19,14 @@ from scratchlab.core.signals import (
     interrupt_mark,
     interrupted_since,
     sigterm_as_interrupt,
+    stopping,
 )
 from scratchlab.tracking.http import is_outage
 from scratchlab.tracking.liveness import Heartbeat
-from scratchlab.tracking.outbox import outbox_of
+from scratchlab.tracking.outbox import Outbox, outbox_of
 
 log = logging.getLogger(__name__)
+
 
 @contextlib.contextmanager
 def ended_run(
@@ -44,26 +46,35 @@ def ended_run(
     """
     owner = owner_tags()  # who runs it, so the run can be ended if this process dies unseen
     with sigterm_as_interrupt():
-        try:
-            run = _start(run_id, experiment_id, run_name, tags, parent_run_id, owner)
-        except TrackingError:
-            raise
-        except Exception as exc:
-            if not is_outage(exc):
-                raise
-            # nothing trained yet, so nothing lost: fail now, as check_store would have
-            raise TrackingError(f"{mlflow.get_tracking_uri()}: tracking server unreachable "
-                                f"while starting the run ({_short(exc)})") from exc
         mark = interrupt_mark()
+        started: list[mlflow.ActiveRun] = []
         try:
-            with Heartbeat(run.info.run_id):
-                yield run
+            with deferred_interrupts():  # a run that starts is a run that gets ended
+                started.append(_start(run_id, experiment_id, run_name, tags, parent_run_id,
+                                      owner))
+            with Heartbeat(started[0].info.run_id):
+                yield started[0]
         except BaseException as exc:
             error = interrupted_since(mark, exc)
-            _end(run, "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED",
-                 keep_error=True)
+            killed = isinstance(error, KeyboardInterrupt)
+            if killed:
+                stopping()  # a second Ctrl-C must not stop the run from ending KILLED
+            if not started:
+                raise _start_error(error)  # noqa: B904 - the cause is chained
+            _end(started[0], "KILLED" if killed else "FAILED", keep_error=True)
             raise error  # noqa: B904 - interrupted_since chains exc as the cause
-        _end(run, "FINISHED")
+        _end(started[0], "FINISHED")
+
+
+def _start_error(error: BaseException) -> BaseException:
+    """What a run that could not start raises: an unreachable server is a TrackingError
+    (nothing trained yet, so nothing lost: fail now, as check_store would have)."""
+    if isinstance(error, Exception) and not isinstance(error, TrackingError) and is_outage(error):
+        failure = TrackingError(f"{mlflow.get_tracking_uri()}: tracking server unreachable "
+                                f"while starting the run ({_short(error)})")
+        failure.__cause__ = error
+        return failure
+    return error
 
 
 def _start(run_id, experiment_id, run_name, tags, parent_run_id, owner) -> mlflow.ActiveRun:
@@ -86,20 +97,8 @@ def _end(run: mlflow.ActiveRun, status: str, keep_error: bool = False) -> None:
     run_id = run.info.run_id
     outbox = outbox_of(run_id)
     try:
-        if outbox is not None and outbox.backlog:
-            _forget_active_run(run_id)  # the status must reach the server after the backlog
-            outbox.finish(status, get_current_time_millis())
-        else:
-            try:
-                with deferred_interrupts():
-                    mlflow.end_run(status)
-            except Exception as exc:
-                if outbox is None or not is_outage(exc):
-                    raise
-                outbox.finish(status, get_current_time_millis())  # end_run left the stack
-            else:
-                if outbox is not None:
-                    outbox.close()
+        with deferred_interrupts():  # the status is written whole, whenever an interrupt falls
+            _send_end(run_id, outbox, status)
     except TrackingError as exc:
         if not keep_error:
             raise
@@ -108,6 +107,22 @@ def _end(run: mlflow.ActiveRun, status: str, keep_error: bool = False) -> None:
         log.exception("could not mark MLflow run %s as %s", run_id, status)
     else:
         log.info("MLflow run %s ended %s", run_id, status)
+
+
+def _send_end(run_id: str, outbox: Outbox | None, status: str) -> None:
+    if outbox is not None and outbox.backlog:
+        _forget_active_run(run_id)  # the status must reach the server after the backlog
+        outbox.finish(status, get_current_time_millis())
+        return
+    try:
+        mlflow.end_run(status)
+    except Exception as exc:
+        if outbox is None or not is_outage(exc):
+            raise
+        outbox.finish(status, get_current_time_millis())  # end_run left the stack
+    else:
+        if outbox is not None:
+            outbox.close()
 
 
 def _forget_active_run(run_id: str) -> None:
