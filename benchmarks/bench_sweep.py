@@ -54,7 +54,7 @@ from scratchlab.pipeline.record import record_training, title, tracked_run
 from scratchlab.pipeline.training import train
 from scratchlab.tracking.recorder import EpochMetrics
 out = Path(sys.argv[1])
-with tracked_run(config, manifest, out) as recorder:
+with tracked_run(config, manifest, out, splits=splits) as recorder:
     mark("logging")
     trained = train(config, splits)
     mark("training")

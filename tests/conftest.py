@@ -18,10 +18,44 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from helpers import SHARED_MNIST
+import servers
+from helpers import REPO, SCRATCH_ROOT, SHARED_MNIST, checkout_files
 from servers import MlflowServer
+from slurm import ClusterServers, SlurmCluster, cancel_all, slurm_missing
 
 OUR_PROGRAMS = {"python", "python3", "dvc", "mlflow", "scratchlab"}
+_CHECKOUT = pytest.StashKey[dict]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note every file of the checkout (size, mtime) before the first test runs."""
+    if not hasattr(session.config, "workerinput"):  # once, in the xdist controller
+        session.config.stash[_CHECKOUT] = checkout_files()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when the tests left the checkout otherwise than they found it: tests write
+    into ``tmp_path`` (git-ignored folders such as ``mlruns/`` and ``data/`` count too)."""
+    before = session.config.stash.get(_CHECKOUT, None)
+    if before is None:
+        return
+    after = checkout_files()
+    changed = sorted(path for path in before.keys() | after.keys()
+                     if before.get(path) != after.get(path))
+    if not changed:
+        return
+    shown = "\n  ".join(changed[:20]) + (f"\n  ... {len(changed) - 20} more"
+                                          if len(changed) > 20 else "")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = (f"the tests changed {len(changed)} file(s) in the checkout {REPO} "
+               f"(write into tmp_path instead):\n  {shown}")
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.write_sep("=", "the checkout changed", red=True)
+        reporter.write_line(message, red=True)
+    else:
+        print(message)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
@@ -43,6 +77,19 @@ def _tiers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
 
     monkeypatch.setattr(subprocess.Popen, "__init__", guarded)
     yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scratch_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The project root every test (and every process it starts) sees: a temp folder holding a
+    link to the checkout's ``conf/``. What the code writes under the project root (the data
+    cache, the default MLflow store, the spool, Optuna's default storage) lands there, never in
+    the checkout."""
+    root = tmp_path_factory.mktemp("project")
+    (root / "conf").symlink_to(REPO / "conf")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SCRATCH_ROOT, str(root))
+        yield root
 
 
 @pytest.fixture
@@ -81,3 +128,42 @@ def mlflow_server(tmp_path: Path):
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """One single-node Slurm cluster on loopback for the session (tests/slurm.py); skipped
+    without Slurm. Stopping it fails if anything it ran is left (the daemons' logs are kept)."""
+    missing = slurm_missing()
+    if missing:
+        pytest.skip(missing)
+    cluster = SlurmCluster(logs=tmp_path_factory.mktemp("slurm-logs"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster: SlurmCluster) -> Iterator[SlurmCluster]:
+    """The session's Slurm cluster, idle when the test starts; the test's jobs cancelled after."""
+    slurm_cluster.wait_idle()
+    yield slurm_cluster
+    cancel_all(slurm_cluster.conf)
+    slurm_cluster.wait_idle()
+
+
+@pytest.fixture(scope="session")
+def slurm_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterServers]:
+    """What a cluster's compute nodes reach, for the Slurm tests: PostgreSQL (databases
+    ``mlflow`` and ``optuna``) on 127.0.0.1 and an ``mlflow server`` on it."""
+    bin_dir = servers.pg_bin_dir()
+    if bin_dir is None:
+        pytest.skip(servers.PG_MISSING)
+    root = tmp_path_factory.mktemp("slurm-servers")
+    (root / "artifacts").mkdir()
+    with servers.postgres(bin_dir) as pg:
+        backend, storage = pg.create_database("mlflow"), pg.create_database("optuna")
+        with servers.mlflow_server(backend, root / "artifacts",
+                                   root / "mlflow-server.log") as url:
+            yield ClusterServers(url, storage)

@@ -15,12 +15,35 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SCRATCHLAB_SHARED_DATA", REPO.parent / "shared" / "data"))
 SHARED_MNIST = SHARED_DATA / "mnist"
 SHARED_FASHION = SHARED_DATA / "fashion-mnist"
+SCRATCH_ROOT = "SCRATCHLAB_ROOT"  # the project root the code uses (scratchlab.core.paths)
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "scratchlab tests",
     "GIT_AUTHOR_EMAIL": "tests@scratchlab.invalid",
     "GIT_COMMITTER_NAME": "scratchlab tests",
     "GIT_COMMITTER_EMAIL": "tests@scratchlab.invalid",
 }
+
+
+# tools' own caches, not outputs of the code under test
+NOT_OUTPUTS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache"}
+
+
+def checkout_files(root: Path = REPO) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` (git-ignored ones too) as path -> (size, mtime), tools' caches
+    and the virtualenv left out: what a test must leave as it found it."""
+    files = {}
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in NOT_OUTPUTS and not d.endswith(".egg-info")]
+        for name in names:
+            path = Path(folder, name)
+            if name == ".git":
+                continue
+            try:
+                stat = path.lstat()
+            except FileNotFoundError:  # removed while we walked
+                continue
+            files[str(path.relative_to(root))] = (stat.st_size, stat.st_mtime_ns)
+    return files
 
 
 def copy_repo(dest: Path, params: list[str] | None = None) -> Path:
@@ -59,12 +82,16 @@ def epochs_logged(db: Path) -> int:
 
 
 def project_env(root: Path, tracking_uri: str) -> dict[str, str]:
-    """Environment for a subprocess working in a project copy at ``root``."""
+    """Environment for a subprocess working in a project copy at ``root``; for ``REPO``, the
+    checkout's code and ``conf/`` with the session's scratch project root (conftest), so that
+    what the process writes under the project root stays out of the checkout."""
     venv_bin = str(Path(sys.executable).parent)
+    if root == REPO:
+        root = Path(os.environ[SCRATCH_ROOT])
     return {
         **os.environ,
         **GIT_ENV,
-        "SCRATCHLAB_ROOT": str(root),
+        SCRATCH_ROOT: str(root),
         "MLFLOW_TRACKING_URI": tracking_uri,
         "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
     }

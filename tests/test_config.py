@@ -125,7 +125,8 @@ def test_params_round_trip(tmp_path: Path) -> None:
        # schema's for the `+` variant, not Hydra's advice to add `+` (issue 18)
         ("train.epoch=3", r"^train.epoch: unknown key; allowed: epochs, batch_size"),
         ("model.hiden=[3]", r"^model.hiden: unknown key; allowed: name, hidden, activation"),
-        ("optimizer.lrr=0.1", r"^optimizer.lrr: unknown key; allowed: name, lr, momentum$"),
+        ("optimizer.lrr=0.1", r"^optimizer.lrr: unknown key; allowed: name, lr, momentum, "
+                                  r"schedule$"),
         ("train.early_stopping.patiense=3",
          r"^train.early_stopping.patiense: unknown key; allowed: enabled, monitor, patience"),
         ("tracking.experment=x", r"^tracking.experment: unknown key; allowed: uri, experiment"),

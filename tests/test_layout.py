@@ -62,7 +62,8 @@ def test_every_package_has_a_layer_and_says_what_it_is_for() -> None:
         assert ast.get_docstring(ast.parse(init.read_text())), f"{init}: no docstring"
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_module_is_over_the_line_limit(path: Path) -> None:
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{path.relative_to(REPO)}: {lines} lines (> {MAX_LINES})"

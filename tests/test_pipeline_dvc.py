@@ -125,7 +125,8 @@ def test_reproduce_reruns_a_pipeline_run_and_a_hydra_run_identically(project) ->
 def test_reproduce_refuses_uncommitted_or_unknown_code(project) -> None:
     root, env, uri = project
     client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("refused")  # apart from the pipeline's runs
+    experiment = client.create_experiment(  # apart from the pipeline's runs
+        "refused", artifact_location=(root / "mlruns" / "refused").as_uri())
     for commit, why in (("0" * 40 + "+dirty", "uncommitted changes"),
                         ("1" * 40, "is not in this repository"), ("unknown", "no git commit")):
         run = client.create_run(experiment, tags={"git_commit": commit})
@@ -142,7 +143,8 @@ def test_reproduce_refuses_data_it_cannot_match_before_training(project) -> None
 
     root, env, uri = project
     client = mlflow.MlflowClient(tracking_uri=uri)
-    experiment = client.create_experiment("refused-data")
+    experiment = client.create_experiment(
+        "refused-data", artifact_location=(root / "mlruns" / "refused-data").as_uri())
     manifest = {"name": "digits", "files": {"digits.npz": {"sha256": "0" * 64, "bytes": 1}},
                 "source": {"loader": "sklearn.datasets.load_digits"}}
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
@@ -208,15 +210,28 @@ def test_same_seed_gives_identical_weights_and_metrics(project) -> None:
     assert (root / "reports" / "metrics.json").read_text() == metrics
 
 
+def _head(root: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
 def test_exp_run_with_a_new_lr_reruns_only_train_and_evaluate(project) -> None:
+    """... and its MLflow run is named after the experiment, tagged with it and the commit,
+    so `dvc exp show` and the UI lead to each other."""
     root, env, uri = project
-    out = _dvc(root, env, "exp", "run", "-S", "optimizer.lr=0.05")
+    out = _dvc(root, env, "exp", "run", "-n", "lr-low", "-S", "optimizer.lr=0.05")
     assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
     assert "Running stage 'fetch'" not in out and "Running stage 'preprocess'" not in out
     client = mlflow.MlflowClient(tracking_uri=uri)
-    lrs = {r.data.params["optimizer.lr"] for r in client.search_runs(
-        [client.get_experiment_by_name("scratchlab").experiment_id])}
-    assert "0.05" in lrs
+    (run,) = client.search_runs([client.get_experiment_by_name("scratchlab").experiment_id],
+                                "tags.`dvc.exp` = 'lr-low'")
+    assert run.info.run_name == "lr-low" and run.data.params["optimizer.lr"] == "0.05"
+    assert run.data.tags["git_commit"] == run.data.tags["dvc.exp.baseline"] == _head(root)
+    shown = json.loads(_dvc(root, env, "exp", "show", "--json"))
+    names = {exp["name"]: exp["revs"][0]["data"] for entry in shown
+             for exp in entry.get("experiments") or ()}
+    assert names["lr-low"]["metrics"]["reports/metrics.json"]["data"]["test_accuracy"] == \
+        run.data.metrics["test_accuracy"]
 
 
 def _metrics(entry: dict) -> dict:
@@ -225,7 +240,7 @@ def _metrics(entry: dict) -> dict:
 
 def test_exp_show_and_metrics_diff_show_every_experiments_metrics(project) -> None:
     """main, a `dvc exp run -S` experiment and a queued one all have their test metrics."""
-    root, env, _ = project
+    root, env, uri = project
     _dvc(root, env, "exp", "run", "--queue", "-S", "optimizer.lr=0.1", "-S", "train.epochs=3")
     _dvc(root, env, "exp", "run", "--run-all")
     shown = json.loads(_dvc(root, env, "exp", "show", "--json"))
@@ -235,5 +250,27 @@ def test_exp_show_and_metrics_diff_show_every_experiments_metrics(project) -> No
                    _metrics(rev) for exp in baseline["experiments"] for rev in exp["revs"]}
     assert {0.05, 0.1} <= set(experiments)
     assert all(0.5 < m["test_accuracy"] < 1 and m["test_loss"] > 0 for m in experiments.values())
+    queued = next(exp["name"] for exp in baseline["experiments"]
+                  if exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["optimizer"]["lr"]
+                  == 0.1)
+    client = mlflow.MlflowClient(tracking_uri=uri)  # a queued run, in DVC's temp copy, too
+    (run,) = client.search_runs([client.get_experiment_by_name("scratchlab").experiment_id],
+                                f"tags.`dvc.exp` = '{queued}'")
+    assert run.info.run_name == queued and run.data.params["optimizer.lr"] == "0.1"
     diff = json.loads(_dvc(root, env, "metrics", "diff", "--json"))["reports/metrics.json"]
     assert diff["test_accuracy"]["old"] == _metrics(baseline)["test_accuracy"]
+
+
+def test_a_failed_exp_run_says_how_to_restore_params_yaml(project) -> None:
+    root, env, _ = project
+    committed = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=root, check=True,
+                               capture_output=True, text=True).stdout
+    done = subprocess.run(["dvc", "exp", "run", "-n", "bad-lr", "-S", "optimizer.lr=0"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "optimizer.lr=0 is out of range" in output
+    assert ("experiment bad-lr failed and params.yaml still holds its overrides: "
+            "`git checkout params.yaml` restores the committed one") in output
+    assert "lr: 0\n" in (root / "params.yaml").read_text()  # what the hint is about
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=root, check=True)
+    assert (root / "params.yaml").read_text() == committed

@@ -19,11 +19,13 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import yaml
 
 from helpers import REPO, copy_repo, epochs_logged, project_env
 from scratchlab.config import write_params
 from scratchlab.data.ex3d1 import write_ex3d1
 from scratchlab.data.idx import write_idx
+from servers import wait_for
 
 # every case here runs the product as a user does: real processes
 pytestmark = pytest.mark.slow
@@ -271,13 +273,8 @@ def test_interrupt_mid_training_ends_the_run_killed(tmp_path: Path, sig: int) ->
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if epochs_logged(tmp_path / "store" / "mlflow.db"):
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("training never started")
+        wait_for(lambda: epochs_logged(tmp_path / "store" / "mlflow.db"), 120,
+                 "training to log an epoch", alive=lambda: proc.poll() is None)
         proc.send_signal(sig)
         proc.wait(timeout=60)
     finally:
@@ -350,18 +347,13 @@ def test_full_disk_names_the_path_and_leaves_no_partial_file(
 # -- an interrupted pipeline -------------------------------------------------------------------
 
 
-def _lock_without_run_ids(root: Path) -> str:
-    """dvc.lock minus the hash of models/run.json (every run has its own MLflow run id)."""
-    lines = (root / "dvc.lock").read_text().splitlines()
-    keep, skip = [], 0
-    for line in lines:
-        if line.strip() == "- path: models/run.json":
-            skip = 3  # the path line, its hash line and its size line
-        if skip:
-            skip -= 1
-            continue
-        keep.append(line)
-    return "\n".join(keep)
+def _lock_without_run_ids(root: Path) -> dict:
+    """dvc.lock's hashes minus models/run.json's (every run has its own MLflow run id) and the
+    models/ folder's that evaluate depends on (it holds run.json)."""
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return {(stage, kind, entry["path"]): entry.get("md5")
+            for stage, body in stages.items() for kind in ("deps", "outs")
+            for entry in body.get(kind, []) if entry["path"] not in ("models/run.json", "models")}
 
 
 def test_interrupted_repro_resumes_and_ends_identical(tmp_path: Path) -> None:
@@ -374,10 +366,8 @@ def test_interrupted_repro_resumes_and_ends_identical(tmp_path: Path) -> None:
     proc = subprocess.Popen(["dvc", "repro"], cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and epochs_logged(db) < 3:
-            assert proc.poll() is None, "dvc repro finished before it could be interrupted"
-            time.sleep(0.3)
+        wait_for(lambda: epochs_logged(db) >= 3, 180, "dvc repro's training to log 3 epochs",
+                 alive=lambda: proc.poll() is None, poll_s=0.1)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole process group
         proc.wait(timeout=60)
     finally:

@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from servers import (
     mlflow_server,
     pg_bin_dir,
     postgres,
+    wait_for,
 )
 from test_sweep_support import FAST, env_for, sweep
 
@@ -80,23 +80,22 @@ def _trials(servers: Servers, study: str) -> list[optuna.trial.FrozenTrial]:
 def _kill_inside_a_trial(servers: Servers, study: str, victim: subprocess.Popen,
                          client: MlflowClient) -> int:
     """SIGKILL ``victim`` while its trial and that trial's MLflow run are RUNNING."""
-    deadline = time.monotonic() + KILL_WAIT_S
-    while time.monotonic() < deadline:
-        assert victim.poll() is None, "the worker to kill finished before it could be killed"
+
+    def running_trial() -> int | None:
         mine = [t for t in _trials(servers, study) if t.state == TrialState.RUNNING
                 and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
-        if mine:
-            number = mine[0].number
-            runs = client.search_runs(
+        if mine and client.search_runs(
                 [client.get_experiment_by_name("scratchlab").experiment_id],
-                filter_string=f"tags.optuna_study = '{study}' and tags.job_num = '{number}' "
-                              "and attributes.status = 'RUNNING'")
-            if runs:
-                os.kill(victim.pid, signal.SIGKILL)
-                victim.wait(timeout=30)
-                return number
-        time.sleep(0.2)
-    raise AssertionError(f"worker {victim.pid} never ran a trial within {KILL_WAIT_S} s")
+                filter_string=f"tags.optuna_study = '{study}' and tags.job_num = "
+                              f"'{mine[0].number}' and attributes.status = 'RUNNING'"):
+            return mine[0].number + 1  # truthy for trial 0 too
+        return None
+
+    number = wait_for(running_trial, KILL_WAIT_S, f"worker {victim.pid} to run a trial",
+                      alive=lambda: victim.poll() is None, poll_s=0.2) - 1
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+    return number
 
 
 def test_workers_share_a_study_and_survive_a_killed_worker(servers: Servers, tmp_path) -> None:

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,7 +29,7 @@ from scratchlab.nn.persistence import save_network
 from scratchlab.spec.network import ACTIVATIONS, DTYPES, LOSSES, OUTPUTS, NetworkSpec
 from scratchlab.tracking import pyfunc_model
 from scratchlab.tracking.model import log_pyfunc_model
-from servers import free_port
+from servers import free_port, wait_for
 
 # one xdist worker runs this whole module, so its module-scoped fixtures are built once
 pytestmark = pytest.mark.xdist_group("test_tracking_model")
@@ -306,16 +305,19 @@ def test_mlflow_models_serve_without_scratchlab(logged, bare_venv, tmp_path):
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
+        def pong() -> bool:
             try:
                 with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except (urllib.error.URLError, OSError):
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()
-                assert time.monotonic() < deadline, "the model server did not answer in 120 s"
-                time.sleep(0.5)
+                    return response.status == 200
+            except OSError:  # URLError too
+                return False
+
+        def serving() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"the model server exited:\n{(tmp_path / 'serve.log').read_text()}")
+            return True
+
+        wait_for(pong, 120, "the model server to answer /ping", alive=serving)
         rows = X[:3]
         bodies = {
             "inputs": {"inputs": rows.tolist()},

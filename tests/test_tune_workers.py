@@ -22,7 +22,7 @@ from scratchlab.sweeps.study import (
     redact,
     storage_url,
 )
-from servers import assert_lock_excludes_other_processes
+from servers import assert_lock_excludes_other_processes, wait_for
 from test_sweep_support import FAST, env_for
 
 LR = FloatDistribution(1e-3, 3.0, log=True)
@@ -191,7 +191,6 @@ def test_a_worker_stopped_by_sigterm_requeues_its_trial_and_the_next_one_runs_it
         tmp_path: Path) -> None:
     """What a scheduler's time limit or preemption does: SIGTERM mid-trial."""
     import signal
-    import time
 
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
@@ -203,13 +202,12 @@ def test_a_worker_stopped_by_sigterm_requeues_its_trial_and_the_next_one_runs_it
     connect(uri, "scratchlab")  # the store exists before this test reads it beside the worker
     [worker] = _start(args, tmp_path, uri, 1)
     client = MlflowClient(tracking_uri=uri)
-    deadline = time.monotonic() + 120
     try:
-        while not client.search_runs(  # wait until a trial's run is RUNNING
-                [e.experiment_id for e in client.search_experiments()],
-                "tags.job_num = '0' and attributes.status = 'RUNNING'"):
-            assert worker.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_for(lambda: client.search_runs(
+                     [e.experiment_id for e in client.search_experiments()],
+                     "tags.job_num = '0' and attributes.status = 'RUNNING'"),
+                 120, "a trial's run to be RUNNING", alive=lambda: worker.poll() is None,
+                 poll_s=0.2)
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=60)
     finally:

@@ -9,14 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from scratchlab.tracking.ui import base_url, runs_url
-from servers import free_port
+from servers import free_port, wait_for
 
 SERVER_START_TIMEOUT_S = 120
 VIEW = "workflowType=machine_learning&compareRunsMode=CHART"
@@ -61,27 +61,47 @@ def browser(tmp_path: Path) -> tuple[Path, Path]:
     return script, record
 
 
+def _open_helpers(port: int) -> set[int]:
+    """Processes of the helper `scratchlab ui --open` starts to open the link for ``port``
+    (``python -m scratchlab.tracking.ui URL``): without one, no browser can be opened."""
+    found = set()
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        command = process.info["cmdline"] or []
+        if "scratchlab.tracking.ui" in command and any(f":{port}/" in c for c in command):
+            found.add(process.info["pid"])
+    return found
+
+
+def _up(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
 def _run_ui(tmp_path: Path, store: str, browser: Path, port: int, *extra: str):
-    """Start `scratchlab ui`, wait (bounded) until it answers /health; the process and the
-    first two lines it printed (the mlflow command and the link)."""
+    """Start `scratchlab ui`, wait (bounded) until it answers /health; the process, the first
+    two lines it printed (the mlflow command and the link), and the browser helpers seen
+    meanwhile (a helper polls /health until the server answers, so it lives at least that long)."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": store, "BROWSER": str(browser)}
     scratchlab = Path(sys.executable).parent / "scratchlab"
     proc = subprocess.Popen([str(scratchlab), "ui", "--port", str(port), *extra], env=env,
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                assert r.status == 200
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(proc)
-                pytest.fail(f"the UI did not come up in {SERVER_START_TIMEOUT_S} s: "
-                            f"{proc.stdout.read()}")  # fmt: skip
-            time.sleep(0.5)
-    return proc, [proc.stdout.readline(), proc.stdout.readline()]
+    helpers: set[int] = set()
+
+    def ready() -> bool:
+        helpers.update(_open_helpers(port))
+        return _up(port)
+
+    try:
+        wait_for(ready, SERVER_START_TIMEOUT_S, "the UI to answer /health",
+                 alive=lambda: proc.poll() is None)
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc, [proc.stdout.readline(), proc.stdout.readline()], helpers
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -99,7 +119,7 @@ def _experiment_id(uri: str) -> str:
 @pytest.mark.slow
 def test_ui_binds_to_loopback_and_prints_the_runs_link(tmp_path, store, browser) -> None:
     port = free_port()
-    proc, lines = _run_ui(tmp_path, store, browser[0], port)
+    proc, lines, helpers = _run_ui(tmp_path, store, browser[0], port)
     try:
         assert _listening_addresses(port) == {"127.0.0.1"}
         assert "--host 127.0.0.1" in lines[0] and f"sqlite:///{tmp_path}" in lines[0]
@@ -111,7 +131,7 @@ def test_ui_binds_to_loopback_and_prints_the_runs_link(tmp_path, store, browser)
         with urllib.request.urlopen(link.split("#")[0], timeout=10) as response:
             assert response.status == 200
             assert "text/html" in response.headers["Content-Type"]
-        time.sleep(2)
+        assert helpers == set(), "started the browser helper without --open"
         assert not browser[1].exists(), "opened a browser without --open"
     finally:
         _stop(proc)
@@ -120,15 +140,14 @@ def test_ui_binds_to_loopback_and_prints_the_runs_link(tmp_path, store, browser)
 @pytest.mark.slow
 def test_ui_open_opens_the_link_in_the_browser(tmp_path, store, browser) -> None:
     port = free_port()
-    proc, lines = _run_ui(tmp_path, store, browser[0], port, "--open")
+    proc, lines, helpers = _run_ui(tmp_path, store, browser[0], port, "--open")
     try:
         link = re.search(r"http://\S+", lines[1]).group(0)
         assert f"/#/experiments/{_experiment_id(store)}/runs?" in link
-        deadline = time.monotonic() + 30  # the helper polls /health every 0.5 s
-        while not browser[1].exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert browser[1].exists(), "--open did not call the browser within 30 s"
-        time.sleep(0.5)  # the stand-in browser's echo may still be writing
-        assert browser[1].read_text().splitlines() == [link]
+        assert helpers, "--open started no browser helper"  # what the test above relies on
+        # the helper polls /health every 0.5 s, then calls the browser, which writes one line
+        opened = wait_for(lambda: browser[1].exists() and browser[1].read_text().endswith("\n")
+                          and browser[1].read_text(), 30, "--open to call the browser")
+        assert opened.splitlines() == [link]
     finally:
         _stop(proc)

@@ -7,8 +7,12 @@
     report = api.evaluate(config, trained.net, splits)
     run_id = api.log(config, trained, report) # one MLflow run in the project's store
 
+    found = api.lr_find(config, splits)       # LR range test: found.suggestion, found.test
+    api.log_lr_find(config, found)            # its figure and curve as an MLflow run
+    api.promote(run_id)                       # registered, alias champion (docs/registry.md)
+
 Each step is the function the Hydra app and the DVC stages call, so a notebook result is the
-pipeline's result for the same config and seed (bit for bit, see README).
+pipeline's result for the same config and seed (bit for bit, see docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -21,14 +25,17 @@ from scratchlab.config import Config, compose, validate
 from scratchlab.data.registry import data_config
 from scratchlab.nn.callbacks import Callback
 from scratchlab.nn.network import Network
-from scratchlab.pipeline import evaluation, training
+from scratchlab.pipeline import evaluation, lrfind, training
 from scratchlab.pipeline.evaluation import Evaluation, record_evaluation, write_reports
+from scratchlab.pipeline.lrfind import LrFind
 from scratchlab.pipeline.prepare import prepare_data
 from scratchlab.pipeline.record import record_training, title, tracked_run
 from scratchlab.pipeline.training import Trained, preflight
 from scratchlab.spec.splits import Splits
+from scratchlab.tracking.registry import Promotion
+from scratchlab.tracking.registry import promote as register
 
-__all__ = ["config", "evaluate", "load_data", "log", "train"]
+__all__ = ["config", "evaluate", "load_data", "log", "log_lr_find", "lr_find", "promote", "train"]
 
 
 def config(*overrides: str) -> Config:
@@ -59,7 +66,8 @@ def log(config: Config, trained: Trained, evaluation: Evaluation,
     return its MLflow run id."""
     splits, manifest = prepare_data(config)
     with tempfile.TemporaryDirectory() as tmp, tracked_run(
-        config, manifest, Path(tmp), run_name=run_name, tags={"entry_point": "api"}
+        config, manifest, Path(tmp), splits=splits, run_name=run_name,
+        tags={"entry_point": "api"}
     ) as recorder:
         history = trained.history
         for epoch in range(history.epochs_run):  # the curves, in as few calls as it takes
@@ -70,3 +78,28 @@ def log(config: Config, trained: Trained, evaluation: Evaluation,
         example = splits.test.X[:5] if config.tracking.log_model else None
         record_evaluation(recorder, evaluation, files, trained.net, example)
         return recorder.run_id
+
+
+def lr_find(config: Config, splits: Splits, *, start_lr: float = 1e-7, end_lr: float = 10.0,
+            iterations: int = 100) -> LrFind:
+    """The LR range test of the configured network and optimizer (``scratchlab lr-find``
+    without the store): ``.suggestion`` (None if the loss never fell), ``.test`` (lrs, batch
+    and smoothed losses). No network of yours is touched."""
+    return lrfind.lr_find(config, splits, start_lr=start_lr, end_lr=end_lr,
+                          iterations=iterations)
+
+
+def log_lr_find(config: Config, found: LrFind, out_dir: Path | None = None) -> str:
+    """Record a range test as an MLflow run (figure, curve, ``suggested_lr``), its files in
+    ``out_dir`` (default: a temp dir); return the run id."""
+    splits, manifest = prepare_data(config)
+    if out_dir is not None:
+        return lrfind.log_lr_find(config, splits, manifest, found, out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        return lrfind.log_lr_find(config, splits, manifest, found, Path(tmp))
+
+
+def promote(run_id: str, name: str | None = None) -> Promotion:
+    """``scratchlab promote``: register the run's model as ``name`` (default
+    ``<experiment>-<dataset>``) and point alias ``champion`` at it; ``.uri`` loads it."""
+    return register(run_id, name)

@@ -74,7 +74,7 @@ def _compare(args: argparse.Namespace) -> None:
 
 
 def _reap(args: argparse.Namespace) -> None:
-    """End every RUNNING run of the store whose process is gone (README: When things go wrong)."""
+    """End every RUNNING run of the store whose process is gone (docs/reliability.md)."""
     from scratchlab.tracking.liveness import reap_store
 
     ended = reap_store(tracking_uri(), args.stale_after)
@@ -119,6 +119,43 @@ def _tune(args: argparse.Namespace) -> None:
             f"({result.ran} run by this worker)")
     print(line + (f", best #{best.number} val_loss={best.value:.4f} {best.params}"
                   if best is not None else ", none completed"))
+    if args.promote is not None:
+        from scratchlab.sweeps.study import RUN_ID_ATTR
+        from scratchlab.tracking.registry import promote
+
+        if best is None or RUN_ID_ATTR not in best.user_attrs:
+            raise ScratchlabError(f"--promote: study {result.study.study_name} has no "
+                                  "completed trial with a run to promote")
+        _print_promotion(promote(best.user_attrs[RUN_ID_ATTR], args.promote))
+
+
+def _lr_find(args: argparse.Namespace) -> None:
+    """Print the suggested lr and its rule; the figure and the run are in the store."""
+    from scratchlab.config import compose, validate
+    from scratchlab.data.registry import data_config
+    from scratchlab.pipeline.lrfind import FIGURE, describe, run_lr_find
+
+    cfg = validate(compose(args.overrides), data=data_config)
+    check_store(tracking_uri(cfg.tracking.uri))
+    result, run_id = run_lr_find(cfg, args.out, start_lr=args.start_lr, end_lr=args.end_lr,
+                                 iterations=args.iterations)
+    print(describe(result))
+    print(f"loss-vs-lr figure: {args.out / FIGURE}; MLflow run {run_id}")
+
+
+def _print_promotion(promotion) -> None:
+    what = "registered as" if promotion.new_version else "already registered as"
+    print(f"run {promotion.run_id}: {what} {promotion.name} version {promotion.version}; "
+          f"alias champion -> version {promotion.version}")
+    print(f"score it: mlflow models predict -m {promotion.uri} -i rows.csv -t csv "
+          "--env-manager local")
+
+
+def _promote(args: argparse.Namespace) -> None:
+    from scratchlab.tracking.registry import promote
+
+    _store()
+    _print_promotion(promote(args.run_id, args.name))
 
 
 def _gradcheck(args: argparse.Namespace) -> None:
@@ -205,8 +242,31 @@ def build_parser() -> argparse.ArgumentParser:
                       "failed and counts as one of the trials)")
     tune.add_argument("--space", type=Path, help="search space YAML (conf/sweep/optuna.yaml)")
     tune.add_argument("--out", type=Path, help="trial outputs (multirun/optuna/<study>)")
+    tune.add_argument("--promote", metavar="NAME",
+                      help="when this worker ends, register the study's best trial's model as "
+                      "NAME with alias champion (with several workers: the last one to end "
+                      "promotes the study's best)")
     tune.add_argument("overrides", nargs="*", help="fixed Hydra overrides, e.g. train.epochs=5")
     tune.set_defaults(func=_tune)
+
+    find = sub.add_parser("lr-find", help="LR range test of the configured network: one short "
+                          "run from a tiny to a huge lr; prints a suggested lr")
+    find.add_argument("--start-lr", type=float, default=1e-7, help="first lr (default 1e-7)")
+    find.add_argument("--end-lr", type=float, default=10.0, help="last lr (default 10)")
+    find.add_argument("--iterations", type=int, default=100,
+                      help="mini-batches at most; the test stops once the loss blows up "
+                      "(default 100)")
+    find.add_argument("--out", type=Path, default=Path("reports/lr-find"),
+                      help="where lr_find.png, lr_find.csv and lr_find.json go")
+    find.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. optimizer=adam")
+    find.set_defaults(func=_lr_find)
+
+    prom = sub.add_parser("promote", help="register a run's model in the MLflow model "
+                          "registry and point alias champion at it")
+    prom.add_argument("run_id", help="MLflow run id of a finished run that logged its model")
+    prom.add_argument("--name", help="registered model name (default <experiment>-<dataset>, "
+                      "e.g. scratchlab-digits)")
+    prom.set_defaults(func=_promote)
 
     grad = sub.add_parser("gradcheck", help="check backprop against numerical gradients "
                           "on the configured network (float64)")

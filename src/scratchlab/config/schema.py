@@ -20,7 +20,7 @@ from scratchlab.core.errors import ConfigError
 from scratchlab.core.rules import Flag, Maybe, Number, Text, build, nested, ruled, rules_of
 from scratchlab.spec.data import FRACTION, DataConfig
 from scratchlab.spec.network import NetworkSpec, check_output_loss
-from scratchlab.spec.optim import check_optimizer
+from scratchlab.spec.optim import check_optimizer, check_schedule
 from scratchlab.spec.training import BATCH_SIZE, EPOCHS, DivergenceSpec, EarlyStoppingSpec
 
 GROUPS = ("data", "model", "optimizer", "train", "tracking")
@@ -57,9 +57,9 @@ class TrainConfig:
     divergence_patience: int = ruled(_GUARD["patience"], default=DivergenceSpec.patience)
     divergence_updates: int = ruled(_GUARD["updates"], default=DivergenceSpec.updates)
     progress: bool = ruled(Flag(), default=True)
-    # one BLAS thread while training: the same weights on any core count (README)
+    # one BLAS thread while training: the same weights on any core count (docs/reproducibility.md)
     deterministic: bool = ruled(Flag(), default=True)
-    # k-fold cross-validation of each sweep point (0: off; README "Cross-validated sweeps")
+    # k-fold cross-validation of each sweep point (0: off; docs/sweeps.md)
     cv_folds: int = ruled(Number(0, integer=True), default=0)
 
 
@@ -75,18 +75,26 @@ class TrackingConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """``optimizer.name`` and the hyperparameters that optimizer takes (and no others)."""
+    """``optimizer.name`` and the hyperparameters that optimizer takes (and no others), and its
+    lr schedule: ``optimizer.schedule.name`` and that schedule's parameters (default constant)."""
 
     name: str
     hyper: dict[str, float]
+    schedule: str = "constant"
+    schedule_params: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, values: Any) -> OptimizerConfig:
+    def build(cls, values: Any, epochs: int) -> OptimizerConfig:
         if not isinstance(values, Mapping):
             raise TypeError(f"optimizer={values!r} must be a mapping")
-        hyper = {k: v for k, v in values.items() if k != "name"}
+        hyper = {k: v for k, v in values.items() if k not in ("name", "schedule")}
         check_optimizer(values.get("name"), hyper, "optimizer.")
-        return cls(values["name"], hyper)
+        schedule = values.get("schedule", {"name": "constant"})
+        if not isinstance(schedule, Mapping):
+            raise TypeError(f"optimizer.schedule={schedule!r} must be a mapping")
+        params = {k: v for k, v in schedule.items() if k != "name"}
+        check_schedule(schedule.get("name"), params, hyper["lr"], epochs, "optimizer.schedule.")
+        return cls(values["name"], hyper, schedule["name"], params)
 
 
 @dataclass(frozen=True)
@@ -127,11 +135,12 @@ def validate(cfg: Mapping[str, Any] | Config,
     if missing:
         raise ConfigError(f"{missing[0]}: missing config group (expected {', '.join(GROUPS)})")
     try:
+        train = build(TrainConfig, plain["train"], "train.")
         config = Config(
             data=(data or common_data)(plain["data"]),
             model=build(ModelConfig, plain["model"], "model."),
-            optimizer=OptimizerConfig.build(plain["optimizer"]),
-            train=build(TrainConfig, plain["train"], "train."),
+            optimizer=OptimizerConfig.build(plain["optimizer"], train.epochs),
+            train=train,
             tracking=build(TrackingConfig, plain["tracking"], "tracking."),
             plain=plain,
         )

@@ -8,8 +8,10 @@ go through :func:`exit_code` and :func:`report`.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from scratchlab.core.errors import DivergedError, ScratchlabError
 from scratchlab.core.signals import interrupt_mark, interrupted_since, sigterm_as_interrupt
@@ -29,7 +31,7 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def exit_code(exc: BaseException) -> int:
-    """The documented exit code of an expected failure (README, "When things go wrong")."""
+    """The documented exit code of an expected failure (docs/reference/cli.md, Exit codes)."""
     return exc.exit_code if isinstance(exc, ScratchlabError) else INTERRUPTED_EXIT
 
 
@@ -41,6 +43,18 @@ def report(exc: BaseException) -> None:
         (log.warning if isinstance(exc, DivergedError) else log.error)("%s", exc)
 
 
+def restore_hint() -> str | None:
+    """How to get the committed ``params.yaml`` back, when this process is a stage of a failed
+    ``dvc exp run`` in the workspace (DVC leaves the experiment's overrides in it); a queued
+    experiment runs in a temp copy (``DVC_ROOT`` is then another folder) and leaves it alone."""
+    name, root = os.environ.get("DVC_EXP_NAME"), os.environ.get("DVC_ROOT")
+    if not name or not root or Path(root).resolve() != Path.cwd().resolve():
+        return None
+    return (f"experiment {name} failed and params.yaml still holds its overrides: "
+            "`git checkout params.yaml` restores the committed one, `scratchlab params` "
+            "rewrites it from conf/")
+
+
 def run_main(main: Callable[[], object]) -> None:
     """Run ``main``; an expected error becomes one logged line and its exit code."""
     setup_logging()
@@ -50,7 +64,11 @@ def run_main(main: Callable[[], object]) -> None:
             main()
     except BaseException as exc:
         error = interrupted_since(mark, exc)  # an interrupt a library reported as its own error
-        if not isinstance(error, EXPECTED):
+        expected = isinstance(error, EXPECTED)
+        if expected:
+            report(error)
+        if hint := restore_hint():
+            log.error("%s", hint)
+        if not expected:
             raise
-        report(error)
         sys.exit(exit_code(error))

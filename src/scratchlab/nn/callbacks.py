@@ -51,6 +51,10 @@ class Callback:
     def on_train_begin(self, net: Network, history: History) -> None:
         """Before the first epoch; ``history.history`` already lists the metrics to come."""
 
+    def on_batch_begin(self, epoch: int, batch: int) -> None:
+        """Before each mini-batch (``batch`` counts from 0 in each epoch), e.g. to set the
+        optimizer's lr (``scratchlab.nn.schedules``)."""
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float], net: Network,
                      history: History) -> str | None:
         """After each epoch's metrics are known; return a stop reason to end training."""

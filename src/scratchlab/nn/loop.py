@@ -110,6 +110,8 @@ def fit(
             perm = xp.asarray(rng.permutation(n))
             loss_sum, correct, finite = 0.0, 0, True
             for start in range(0, n, batch_size):
+                for callback in callbacks:
+                    callback.on_batch_begin(epoch, start // batch_size)
                 idx = perm[start : start + batch_size]
                 m = idx.shape[0]
                 # mode="clip": with the default "raise", NumPy buffers ``out`` (a hidden copy

@@ -33,7 +33,7 @@ def run_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_dir
     if config.train.cv_folds:
         return run_cv_job(config, splits, manifest, out_dir, run_name=run_name, tags=tags,
                           parent_run_id=parent_run_id)
-    with tracked_run(config, manifest, out_dir, run_name=run_name, tags=tags,
+    with tracked_run(config, manifest, out_dir, splits=splits, run_name=run_name, tags=tags,
                      parent_run_id=parent_run_id) as recorder:
         trained = train(config, splits, [EpochMetrics(recorder)])
         record_training(recorder, config, trained.net, trained.history, out_dir)
@@ -50,7 +50,7 @@ def run_cv_job(config: Config, splits: Splits, manifest: Mapping[str, Any], out_
     """Score the config by k-fold cross-validation into one run: fold scores as metric series
     ``cv_val_loss``/``cv_val_accuracy`` (step = fold), their means as ``val_loss``/
     ``val_accuracy`` and spreads as ``*_std``; the test split is left for the refit."""
-    with tracked_run(config, manifest, out_dir, **run) as recorder:
+    with tracked_run(config, manifest, out_dir, splits=splits, **run) as recorder:
         cv = cross_validate(config, splits)
         for key, values in cv.folds.items():
             for fold, value in enumerate(values, start=1):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from scratchlab.core.paths import git_commit
 from scratchlab.nn.callbacks import History
 from scratchlab.nn.network import Network
 from scratchlab.nn.persistence import save_network
+from scratchlab.spec.splits import Splits
+from scratchlab.tracking.lineage import dataset_input
 from scratchlab.tracking.liveness import reap_once
 from scratchlab.tracking.recorder import RunRecorder
 from scratchlab.tracking.run import ended_run
@@ -37,14 +40,28 @@ def title(config: Config) -> str:
             f"lr={config.optimizer.hyper['lr']}")
 
 
-def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """The sha256 of the raw files the manifest lists (names and their sha256s)."""
     files = manifest.get("files", {})
-    digest = hashlib.sha256(
+    return hashlib.sha256(
         "".join(f"{name}:{info['sha256']};" for name, info in sorted(files.items())).encode()
     ).hexdigest()
-    return {"dataset": config.data.name, "dataset_sha256": digest,
+
+
+def dataset_tags(config: Config, manifest: Mapping[str, Any]) -> dict[str, str]:
+    return {"dataset": config.data.name, "dataset_sha256": manifest_digest(manifest),
             "seed": str(config.train.seed), "git_commit": git_commit(),
             **numeric_environment(config.train.deterministic)}
+
+
+def experiment_tags() -> dict[str, str]:
+    """The DVC experiment running this stage, if any (``dvc exp run`` names it in the stage's
+    environment): tag ``dvc.exp`` and its baseline commit, so a row of ``dvc exp show`` and
+    its MLflow run find each other."""
+    name = os.environ.get("DVC_EXP_NAME")
+    if not name:
+        return {}
+    return {"dvc.exp": name, "dvc.exp.baseline": os.environ.get("DVC_EXP_BASELINE_REV", "")}
 
 
 def open_store(config: Config) -> str:
@@ -56,19 +73,26 @@ def open_store(config: Config) -> str:
 
 
 @contextlib.contextmanager
-def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *,
+def tracked_run(config: Config, manifest: Mapping[str, Any], out_dir: Path, *, splits: Splits,
                 run_name: str | None = None, tags: Mapping[str, str] | None = None,
                 parent_run_id: str | None = None) -> Iterator[RunRecorder]:
-    """A new run holding the config, the data manifest and the tags; its id in ``run.json``."""
+    """A new run holding the config, the data manifest and the tags, and the data as its dataset
+    input (``tracking.lineage``, schema from ``splits.train``); its id in ``run.json``. Under
+    ``dvc exp run`` it is named after the DVC experiment unless a name is given."""
     experiment_id = open_store(config)
-    with ended_run(experiment_id=experiment_id, run_name=run_name or config.tracking.run_name,
-                   tags={**dataset_tags(config, manifest), **(tags or {})},
+    dvc_tags = experiment_tags()
+    run_name = run_name or config.tracking.run_name or dvc_tags.get("dvc.exp")
+    with ended_run(experiment_id=experiment_id, run_name=run_name,
+                   tags={**dataset_tags(config, manifest), **dvc_tags, **(tags or {})},
                    parent_run_id=parent_run_id) as run:
         recorder = RunRecorder(run.info.run_id, config.tracking.retry_window_s)
         write_json_atomic(out_dir / RUN_FILE, {"run_id": recorder.run_id})
         recorder.log_params(config.plain)
         recorder.log_dict(config.plain, "config.yaml")
         recorder.log_dict(dict(manifest), "data/manifest.json")
+        recorder.log_input(dataset_input(config.data.name, manifest_digest(manifest),
+                                         manifest.get("source", {}), splits.train.X,
+                                         splits.train.Y))
         try:
             yield recorder
         except BaseException:  # send the epochs still pending, yet report the original error

@@ -19,6 +19,7 @@ from scratchlab.nn.callbacks import Callback, DivergenceGuard, EarlyStopping, Hi
 from scratchlab.nn.loop import fit
 from scratchlab.nn.network import Network, build_network
 from scratchlab.nn.optimizers import make_optimizer
+from scratchlab.nn.schedules import LearningRateScheduler, make_schedule, steps_per_epoch
 from scratchlab.pipeline.memory import check_fits
 from scratchlab.spec.network import NetworkSpec
 from scratchlab.spec.splits import Splits
@@ -44,6 +45,16 @@ def training_callbacks(train: TrainConfig) -> list[Callback]:
                                        min_delta=stopping.min_delta,
                                        restore_best=stopping.restore_best))
     return callbacks
+
+
+def lr_scheduler(config: Config, optimizer, n_train: int) -> LearningRateScheduler:
+    """The callback that gives ``optimizer`` the lr of ``optimizer.schedule`` before each
+    mini-batch and logs it per epoch (``lr``); first in line, so the trackers see ``lr``."""
+    opt = config.optimizer
+    schedule = make_schedule(opt.schedule, opt.hyper["lr"], config.train.epochs,
+                             **opt.schedule_params)
+    return LearningRateScheduler(optimizer, schedule,
+                                 steps_per_epoch(n_train, config.train.batch_size))
 
 
 def build_configured(config: Config, splits: Splits, dtype: str = "float32") -> tuple[
@@ -76,6 +87,8 @@ def train(config: Config, splits: Splits, callbacks: Sequence[Callback] = ()) ->
             net, optimizer, splits.train.X, splits.train.Y,
             epochs=train.epochs, batch_size=train.batch_size, rng=rng,
             validation_data=(splits.val.X, splits.val.Y) if len(splits.val) else None,
-            callbacks=[*training_callbacks(train), *callbacks], progress=train.progress,
+            callbacks=[lr_scheduler(config, optimizer, len(splits.train)),
+                       *training_callbacks(train), *callbacks],
+            progress=train.progress,
         )
     return Trained(net, history)

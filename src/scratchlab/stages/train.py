@@ -18,7 +18,8 @@ def main() -> None:
     splits = load_splits(PROCESSED_DIR)
     manifest = load_manifest(PROCESSED_DIR)
     preflight(config, splits)  # before a run is started for nothing
-    with tracked_run(config, manifest, MODEL_DIR, tags={"entry_point": "dvc"}) as recorder:
+    with tracked_run(config, manifest, MODEL_DIR, splits=splits,
+                     tags={"entry_point": "dvc"}) as recorder:
         trained = train(config, splits, [EpochMetrics(recorder)])
         record_training(recorder, config, trained.net, trained.history, MODEL_DIR)
 

@@ -28,8 +28,12 @@ _heartbeats: dict[str, Heartbeat] = {}
 
 
 class MlflowSweepCallback(Callback):
-    def __init__(self, objective: str = "val_loss") -> None:
+    """``promote``: null, or the registered model name (true: the default name) the best
+    child's model goes to with alias champion when the sweep ends (``tracking.registry``)."""
+
+    def __init__(self, objective: str = "val_loss", promote: str | bool | None = None) -> None:
         self.objective = objective
+        self.promote = promote
         self.info: SweepInfo | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -65,8 +69,11 @@ class MlflowSweepCallback(Callback):
             end_parent(info.parent_run_id, "FAILED")
             raise
         best = comparison.best
+        champion = best.run_id if best is not None else None
         if best is not None and best.params.get("train.cv_folds", "0") not in ("0", "None"):
-            _refit(info.parent_run_id, best, Path(config.hydra.sweep.dir) / "refit")
+            champion = _refit(info.parent_run_id, best, Path(config.hydra.sweep.dir) / "refit")
+        if self.promote not in (None, False) and champion is not None:
+            _promote(champion, self.promote)
         status = parent_status(comparison)
         end_parent(info.parent_run_id, status)
         log.info(
@@ -81,15 +88,31 @@ class MlflowSweepCallback(Callback):
             end_parent(self.info.parent_run_id, "FAILED")
 
 
-def _refit(parent_run_id: str, best: Any, out_dir: Path) -> None:
-    """Refit the cross-validated best point; a failed refit is logged, the sweep stands."""
+def _refit(parent_run_id: str, best: Any, out_dir: Path) -> str | None:
+    """Refit the cross-validated best point (its run id); a failed refit is logged, the sweep
+    stands."""
     from scratchlab.core.errors import ScratchlabError
     from scratchlab.sweeps.refit import refit_best
 
     try:
-        refit_best(parent_run_id, best, out_dir)
+        return refit_best(parent_run_id, best, out_dir)
     except ScratchlabError as exc:
         log.error("refit of %s failed: %s", best.name, exc)
+        return None
+
+
+def _promote(run_id: str, name: str | bool) -> None:
+    """The best run's model to the registry (a cross-validated sweep's: its refit's); a failed
+    promotion is logged, the sweep stands."""
+    from scratchlab.core.errors import ScratchlabError
+    from scratchlab.tracking.registry import promote
+
+    try:
+        promotion = promote(run_id, name if isinstance(name, str) else None)
+    except ScratchlabError as exc:
+        log.error("promotion of %s failed: %s", run_id, exc)
+        return
+    log.info("best run %s promoted: %s (version %s)", run_id, promotion.uri, promotion.version)
 
 
 def _check_swept(keys: list[str]) -> None:

@@ -14,9 +14,10 @@ from dataclasses import fields, is_dataclass
 from scratchlab.config.schema import GROUPS, ModelConfig, TrackingConfig, TrainConfig
 from scratchlab.core.errors import ConfigError
 from scratchlab.data.catalog import DATASETS
-from scratchlab.spec.optim import HYPERPARAMETERS
+from scratchlab.spec.optim import HYPERPARAMETERS, SCHEDULE_PARAMETERS
 
-CHOICES = (*GROUPS, "experiment")  # group options (optimizer=adam), not keys inside them
+# group options (optimizer=adam, optimizer/schedule=cosine), not keys inside them
+CHOICES = (*GROUPS, "experiment", "optimizer/schedule")
 
 
 def _keys(schema: type, prefix: str) -> set[str]:
@@ -35,6 +36,7 @@ def known_keys() -> set[str]:
     keys = _keys(ModelConfig, "model.") | _keys(TrainConfig, "train.")
     keys |= _keys(TrackingConfig, "tracking.")
     keys |= {"optimizer.name", *(f"optimizer.{k}" for k in HYPERPARAMETERS)}
+    keys |= {"optimizer.schedule.name", *(f"optimizer.schedule.{k}" for k in SCHEDULE_PARAMETERS)}
     for dataset in DATASETS.values():
         keys |= _keys(dataset.config, "data.")
     return keys

@@ -110,5 +110,6 @@ def records(runs: Sequence[RunSummary], keys: Sequence[str]) -> list[dict]:
 
 
 def param_value(params: dict[str, str], key: str) -> str | None:
-    """A swept group (``optimizer``) is recorded as its name param (``optimizer.name``)."""
-    return params.get(key, params.get(f"{key}.name"))
+    """A swept group (``optimizer``, ``optimizer/schedule``) is recorded as its name param
+    (``optimizer.name``, ``optimizer.schedule.name``)."""
+    return params.get(key, params.get(f"{key.replace('/', '.')}.name"))

@@ -213,14 +213,21 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial,
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         return
     except BaseException as exc:
+        # not ours if another worker failed (and re-queued) it while we were stopped (suspend)
+        ours = _frozen(study, trial).state == TrialState.RUNNING
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        if isinstance(exc, KeyboardInterrupt):
-            frozen = next(t for t in study.get_trials(deepcopy=False)
-                          if t.number == trial.number)
+        if isinstance(exc, KeyboardInterrupt) and ours:
             log.warning("trial %d interrupted; marked FAIL%s", trial.number,
-                        stale.retry(study, frozen))
+                        stale.retry(study, _frozen(study, trial)))
+        elif isinstance(exc, KeyboardInterrupt):
+            log.warning("trial %d interrupted; another worker had already failed it (and "
+                        "re-queued it within --retries) while this one was silent", trial.number)
         raise
     study.tell(trial, value, skip_if_finished=True)
+
+
+def _frozen(study: optuna.Study, trial: optuna.Trial) -> FrozenTrial:
+    return next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
 
 
 def _remember_run(trial: optuna.Trial, out_dir: Path, name: str) -> None:

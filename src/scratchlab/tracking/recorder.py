@@ -19,7 +19,7 @@ from typing import Any
 import mlflow
 import numpy
 import yaml
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.utils.time import get_current_time_millis
 
 from scratchlab.core.signals import deferred_interrupts
@@ -100,6 +100,11 @@ class RunRecorder:
             self._send({"kind": "batch", "metrics": rows},
                        lambda b=batch: self.client.log_batch(self.run_id, metrics=b,
                                                              synchronous=True))
+
+    def log_input(self, dataset: DatasetInput) -> None:
+        """A dataset the run used (``tracking.lineage``): the UI's Datasets column."""
+        self._send({"kind": "input", **dataset.to_dictionary()},  # its dataset and tags
+                   lambda: self.client.log_inputs(self.run_id, datasets=[dataset]))
 
     def log_artifacts(self, paths: list[Path], artifact_path: str | None = None) -> None:
         for path in paths:

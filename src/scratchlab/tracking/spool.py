@@ -136,7 +136,7 @@ def _decode(client: Any, run_id: str, op: dict, files: Path, history: dict[str, 
             log_model: Callable[[Path], None]) -> Callable[[], None]:
     """The call that applies ``op``; KeyError, TypeError or ValueError if ``op`` is not one
     this module wrote (a spooled file's own failures then stay apart from the server's)."""
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
     kind = op["kind"]
     if kind == "batch":
@@ -162,6 +162,10 @@ def _decode(client: Any, run_id: str, op: dict, files: Path, history: dict[str, 
                 log = client.log_artifacts if path.is_dir() else client.log_artifact
                 log(run_id, str(path), op.get("path"))
         return artifacts
+    if kind == "input":  # the store keeps one link per run and dataset: a replay adds none
+        inputs = [DatasetInput(Dataset.from_dictionary(op["dataset"]),
+                               [InputTag(str(k), str(v)) for k, v in op["tags"].items()])]
+        return lambda: client.log_inputs(run_id, datasets=inputs)
     if kind == "model":
         return lambda: log_model(files)  # idempotent itself (log_spooled_model)
     if kind == "status":
