@@ -14,7 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scratchlab.core.errors import DivergedError, ScratchlabError
-from scratchlab.core.signals import interrupt_mark, interrupted_since, sigterm_as_interrupt
+from scratchlab.core.signals import (
+    ignore_interrupts,
+    interrupt_mark,
+    interrupted_since,
+    sigterm_as_interrupt,
+)
 
 log = logging.getLogger("scratchlab")
 
@@ -36,9 +41,12 @@ def exit_code(exc: BaseException) -> int:
 
 
 def report(exc: BaseException) -> None:
-    """One log line: a divergence is a warning (in a sweep it is data), the rest errors."""
+    """One log line: a divergence is a warning (in a sweep it is data), the rest errors. After
+    an interrupt, the runs are ended and the process is on its way out: later interrupts are
+    ignored."""
     if isinstance(exc, KeyboardInterrupt):
         log.error("interrupted; any MLflow run in progress ended KILLED")
+        ignore_interrupts()  # what is left is the exit: one more Ctrl-C cannot garble it
     else:
         (log.warning if isinstance(exc, DivergedError) else log.error)("%s", exc)
 

@@ -42,11 +42,13 @@ def interrupted_since(mark: int, exc: BaseException) -> BaseException:
 def sigterm_as_interrupt() -> Iterator[None]:
     """Raise KeyboardInterrupt on SIGTERM, and count it and Ctrl-C, inside the block (main
     thread only: elsewhere Python cannot set handlers, and nothing changes). An ignored
-    SIGINT (``nohup``, a background job) stays ignored."""
+    SIGINT or SIGTERM (``nohup``, a background job) stays ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _interrupt)}
+    previous = {}
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+        previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, _interrupt)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         previous[signal.SIGINT] = signal.signal(signal.SIGINT, _interrupt)
     try:
@@ -56,22 +58,47 @@ def sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def ignore_interrupts() -> None:
+    """Ignore Ctrl-C and SIGTERM from now on (main thread only): for a process that has ended
+    its runs after an interrupt and only has to exit."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+_deferring = 0  # depth of nested deferred_interrupts blocks: the outermost one raises
+
+
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
     """Hold Ctrl-C/SIGTERM until the block ends, then raise KeyboardInterrupt.
 
-    Wrapped around writes to the tracking store: an interrupt landing inside a SQLite commit
-    can leave the connection unusable, and then the run could not be marked KILLED.
+    Wrapped around writes to the tracking store (an interrupt landing inside a SQLite commit
+    can leave the connection unusable, and then the run could not be marked KILLED) and around
+    the code that ends runs after an interrupt, so that the next Ctrl-C of an impatient user
+    cannot stop it half-way and leave a run RUNNING. Nested blocks hold them until the
+    outermost ends; an ignored signal stays ignored.
     """
+    global _deferring
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    if _deferring:
+        _deferring += 1
+        try:
+            yield
+        finally:
+            _deferring -= 1
+        return
     mark = interrupt_mark()
     previous = {sig: signal.signal(sig, lambda signum, frame: _received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+                for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
+    _deferring += 1
     try:
         yield
     finally:
+        _deferring -= 1
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if interrupt_mark() > mark:

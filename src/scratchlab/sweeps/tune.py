@@ -8,9 +8,9 @@ seeds, the lock and worker failures work). Running the command again later resum
 
 The study is one MLflow parent run, created once under the storage lock and remembered in the
 study's user attributes, with a child run per trial; the parent carries the best trial so far
-(tags and ``best_*`` metrics: MLflow params are write-once) and, once no trial is left
-running, the comparison figure and table. hydra-optuna-sweeper is not used: it pins optuna 2.10,
-whose SQLite storage fails under the SQLAlchemy 2 that MLflow needs.
+(tags and ``best_*`` metrics: MLflow params are write-once) and, once no trial is left running,
+the comparison figure and table. hydra-optuna-sweeper is not used: it pins optuna 2.10, whose
+SQLite storage fails under the SQLAlchemy 2 that MLflow needs.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from scratchlab.config import compose, validate
 from scratchlab.core.errors import ConfigError, DivergedError, ScratchlabError
 from scratchlab.core.owner import owner_tags
 from scratchlab.core.paths import project_root
+from scratchlab.core.signals import deferred_interrupts
 from scratchlab.data.registry import data_config
 from scratchlab.pipeline.record import open_store
 from scratchlab.sweeps.parent import SweepInfo, child_tags, end_parent, start_parent
@@ -152,15 +153,15 @@ def tune(
         finally:
             _remember_run(trial, out_dir, name)
 
-    ran = 0
     try:
         with Heartbeat(info.parent_run_id):  # this worker keeps the parent alive while it works
             ran = _work(study, trials, objective, worker, info, stale, poll_s=WAIT_POLL_S)
     except BaseException:
-        try:
-            _finish(study, info, out_root, "KILLED", url, lock_key)
-        except Exception:  # keep the original error the one reported
-            log.exception("study %s: could not end the parent run", study_name)
+        with deferred_interrupts():  # the next Ctrl-C cannot leave the parent RUNNING
+            try:
+                _finish(study, info, out_root, "KILLED", url, lock_key)
+            except Exception:  # keep the original error the one reported
+                log.exception("study %s: could not end the parent run", study_name)
         raise
     _finish(study, info, out_root, "FINISHED", url, lock_key)
     final = study.get_trials(deepcopy=False)
@@ -213,15 +214,15 @@ def _run_trial(study: optuna.Study, trial: optuna.Trial,
         study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
         return
     except BaseException as exc:
-        # not ours if another worker failed (and re-queued) it while we were stopped (suspend)
-        ours = _frozen(study, trial).state == TrialState.RUNNING
-        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-        if isinstance(exc, KeyboardInterrupt) and ours:
-            log.warning("trial %d interrupted; marked FAIL%s", trial.number,
-                        stale.retry(study, _frozen(study, trial)))
-        elif isinstance(exc, KeyboardInterrupt):
-            log.warning("trial %d interrupted; another worker had already failed it (and "
-                        "re-queued it within --retries) while this one was silent", trial.number)
+        with deferred_interrupts():  # the next Ctrl-C cannot leave the trial RUNNING
+            # not ours if another worker failed (and re-queued) it while we were stopped
+            ours = _frozen(study, trial).state == TrialState.RUNNING
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            if isinstance(exc, KeyboardInterrupt) and ours:
+                log.warning("trial %d interrupted; marked FAIL%s", trial.number,
+                            stale.retry(study, _frozen(study, trial)))
+            elif isinstance(exc, KeyboardInterrupt):
+                log.warning("trial %d interrupted; another worker had failed it", trial.number)
         raise
     study.tell(trial, value, skip_if_finished=True)
 
@@ -271,9 +272,8 @@ def _reported(info: SweepInfo) -> bool:
     parent = client.get_run(info.parent_run_id)
     if parent.info.status == "RUNNING":
         return False
-    kids = client.search_runs([info.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{info.parent_run_id}'",
-                              max_results=10_000)
+    kids = client.search_runs([info.experiment_id], max_results=10_000,
+                              filter_string=f"tags.mlflow.parentRunId = '{info.parent_run_id}'")
     return parent.data.metrics.get("n_runs") == len(kids)
 
 

@@ -61,11 +61,12 @@ def ended_run(
             with Heartbeat(run.info.run_id):
                 yield run
         except BaseException as exc:
-            error = interrupted_since(mark, exc)
-            interrupted = isinstance(error, KeyboardInterrupt)
-            fault = None if interrupted else storage_fault(error, mlflow.get_tracking_uri())
-            ended = _end(run, "KILLED" if interrupted else "FAILED", keep_error=True,
-                         quiet=fault is not None)
+            with deferred_interrupts():  # the next Ctrl-C cannot leave the run RUNNING
+                error = interrupted_since(mark, exc)
+                interrupted = isinstance(error, KeyboardInterrupt)
+                fault = None if interrupted else storage_fault(error, mlflow.get_tracking_uri())
+                ended = _end(run, "KILLED" if interrupted else "FAILED", keep_error=True,
+                             quiet=fault is not None)
             if fault is not None:  # one line: the store, the cause, what became of the run
                 raise _store_refused(run.info.run_id, fault, ended) from error
             raise error  # noqa: B904 - interrupted_since chains exc as the cause
