@@ -23,6 +23,9 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, epochs_logged, project_env
+from scratchlab.config import compose, validate
+from scratchlab.data.registry import data_config
+from scratchlab.pipeline.prepare import prepare_data
 from scratchlab.tracking.store import storage_fault
 from servers import wait_for
 
@@ -133,6 +136,9 @@ def test_a_file_size_limit_is_one_line_and_the_run_ends_failed(tmp_path: Path) -
     def limited() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
+    # the data cached before the limit (the session's scratch project starts without it): the
+    # store is what must hit the limit, not the download
+    prepare_data(validate(compose(), data=data_config))
     job = _job(tmp_path, db, 3, preexec_fn=limited)
     output, _ = job.communicate(timeout=300)
     line = _one_error_line(output, job.returncode)
