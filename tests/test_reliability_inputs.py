@@ -200,8 +200,9 @@ def test_an_unknown_fixed_key_fails_a_sweep_before_any_run(tmp_path: Path) -> No
 
 def test_dvc_exp_run_with_an_unknown_key(tmp_path: Path) -> None:
     """With `+`, DVC writes it into params.yaml and the first stage refuses it in one line,
-    exit 2 (DVC adds its own line and exit code). Without `+`, DVC's own Hydra composition
-    refuses it before any stage runs: DVC's message, outside scratchlab's reach."""
+    exit 2, and says how to restore params.yaml (DVC adds its own line and exit code). Without
+    `+`, DVC's own Hydra composition refuses it before any stage runs: DVC's message, outside
+    scratchlab's reach."""
     root = copy_repo(tmp_path / "project")
     env = project_env(root, f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
     plus = subprocess.run(["dvc", "exp", "run", "-S", "+train.epochz=3"], cwd=root, env=env,
@@ -209,7 +210,9 @@ def test_dvc_exp_run_with_an_unknown_key(tmp_path: Path) -> None:
     output = plus.stdout + plus.stderr
     assert plus.returncode != 0 and "Traceback" not in output, output
     ours = [line for line in output.splitlines() if "ERROR scratchlab:" in line]
-    assert len(ours) == 1 and "train.epochz: unknown key; allowed: epochs" in ours[0], output
+    # the mistake in one line, then how to get params.yaml back (a failed workspace exp run)
+    assert len(ours) == 2 and "train.epochz: unknown key; allowed: epochs" in ours[0], output
+    assert "params.yaml still holds its overrides: `git checkout params.yaml`" in ours[1]
     assert "exited with 2" in output
     subprocess.run(["git", "checkout", "params.yaml"], cwd=root, check=True)
     bare = subprocess.run(["dvc", "exp", "run", "-S", "train.epochz=3"], cwd=root, env=env,
