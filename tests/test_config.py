@@ -117,3 +117,37 @@ def test_params_round_trip(tmp_path: Path) -> None:
     cfg = load_params(path)
     assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == 0.05
     assert OmegaConf.select(cfg, "hydra") is None
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [  # without `+` Hydra refuses the key before the schema sees it: the same words as the
+       # schema's for the `+` variant, not Hydra's advice to add `+` (issue 18)
+        ("train.epoch=3", r"^train.epoch: unknown key; allowed: epochs, batch_size"),
+        ("model.hiden=[3]", r"^model.hiden: unknown key; allowed: name, hidden, activation"),
+        ("optimizer.lrr=0.1", r"^optimizer.lrr: unknown key; allowed: name, lr, momentum, "
+                                  r"schedule$"),
+        ("train.early_stopping.patiense=3",
+         r"^train.early_stopping.patiense: unknown key; allowed: enabled, monitor, patience"),
+        ("tracking.experment=x", r"^tracking.experment: unknown key; allowed: uri, experiment"),
+        ("trian.epochs=3", r"^trian: unknown key; allowed: data, model, optimizer, train, "
+                           r"tracking$"),
+        ("optimizer=adamz", r"^In 'config': Could not find 'optimizer/adamz' Available options "
+                            r"in 'optimizer': adagrad adam momentum nesterov rmsprop sgd$"),
+        ("train.epochs=[1,", r"^train.epochs=\[1,: no viable alternative at input"),
+        ("model.hidden.x=3", r"^cannot apply the overrides \(invalid literal for int\(\)"),
+        ("~train.foo", r"^Could not delete from config. 'train.foo' does not exist.$"),
+    ],
+)
+def test_an_override_hydra_refuses_is_one_config_error_line(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        compose([override])
+    assert "\n" not in str(err.value)
+
+
+def test_params_yaml_is_left_as_it_was_when_an_override_is_refused(tmp_path: Path) -> None:
+    path = write_params(tmp_path / "params.yaml", ["optimizer=adam"])
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match=r"^train.epochz: unknown key; allowed: epochs"):
+        write_params(path, ["train.epochz=3"])
+    assert path.read_bytes() == before

@@ -183,3 +183,54 @@ def test_many_columns_are_abbreviated(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "w.csv", header + "\n" + ",".join("0" * 30) + "\n")
     with pytest.raises(DataError, match=r"'c19' and 10 more\)$"):
         read_table(path, "t", "classification")
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 3 rows: every table below spans several (the reader streams big tables)."""
+    import scratchlab.data.tabular as tabular
+
+    monkeypatch.setattr(tabular, "CHUNK_ROWS", 3)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_a_table_read_in_chunks_is_the_same_table(tmp_path: Path, small_chunks,
+                                                  suffix: str) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=10), "t": list("xyzxyzxyzx"),
+                          "b": rng.integers(0, 9, 10)})
+    path = tmp_path / f"t{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_excel(path, index=False)
+    table = read_table(path, "t", "classification")
+    whole = pd.read_csv(path) if suffix == ".csv" else pd.read_excel(path)  # at once
+    np.testing.assert_array_equal(table.X, whole[["a", "b"]].to_numpy(dtype=np.float64))
+    assert table.y.tolist() == [0, 1, 2, 0, 1, 2, 0, 1, 2, 0] and table.X.flags.owndata
+    assert table.class_names == ["x", "y", "z"] and table.feature_names == ["a", "b"]
+
+
+def test_rows_are_numbered_across_chunks(tmp_path: Path, small_chunks) -> None:
+    path = write_csv(tmp_path / "t.csv", "a,t\n" + "1,0\n" * 7 + "oops,1\n" + "2,1\n")
+    with pytest.raises(DataError, match=r"column 'a' row 8: 'oops' is not a number$"):
+        read_table(path, "t", "classification")
+    path = write_csv(tmp_path / "u.csv", "a,t\n" + "1,0\n" * 7 + "2,\n")
+    with pytest.raises(DataError, match=r"column 't' row 8: missing target value$"):
+        read_table(path, "t", "classification")
+
+
+def test_messages_name_the_file_given_as_shown(tmp_path: Path) -> None:
+    (tmp_path / "cache").mkdir()
+    copy = write_csv(tmp_path / "cache" / "t.csv", "a,t\n1,0\n")
+    with pytest.raises(DataError, match=r"^/home/me/t.csv: target column 'label' not found"):
+        read_table(copy, "label", "classification", shown="/home/me/t.csv")
+
+
+def test_an_excel_value_right_of_the_header_is_an_error_not_dropped(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    book = Workbook()
+    for row in (["a", "t"], [1, 0], [None, None], [2, 1, 5]):  # a blank row is skipped
+        book.active.append(row)
+    book.save(tmp_path / "w.xlsx")
+    with pytest.raises(DataError, match=r"w.xlsx: row 2 has a value right of the header's 2 "
+                                        r"columns \(give that column a name\)$"):
+        read_table(tmp_path / "w.xlsx", "t", "classification")

@@ -1,5 +1,7 @@
 """Issue 10, cases 5-8, as real processes: damaged project files, gradcheck at a ReLU kink and
-with only the dimension flags, unknown keys in every config group, networks too big to fit.
+with only the dimension flags, unknown keys in every config group, networks too big to fit;
+issue 18, case 5: every config mistake is one line and exit 2 through every entry point, an
+unknown key with or without ``+`` alike.
 
 Each expected failure is one line naming the file or key, with its documented exit code.
 """
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, project_env
+from helpers import REPO, copy_repo, project_env
 from scratchlab.config import write_params
 
 pytestmark = pytest.mark.slow
@@ -139,6 +141,84 @@ def test_unknown_key_is_rejected_naming_the_allowed_ones(tmp_path: Path, overrid
     key = override.lstrip("+").split("=")[0]
     assert f"{key}: unknown key" in line and allowed in line, line
     assert not (tmp_path / "store" / "mlflow.db").exists(), "a run was started"
+
+
+ENTRY_POINTS = {
+    "app": ["-m", "scratchlab.train"],
+    "params": ["-m", "scratchlab.cli", "params"],
+    "tune": ["-m", "scratchlab.cli", "tune", "--trials", "1", "--study", "s"],
+    "gradcheck": ["-m", "scratchlab.cli", "gradcheck"],
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A project copy: ``scratchlab params`` writes its params.yaml, never the checkout's."""
+    return copy_repo(tmp_path_factory.mktemp("config-mistakes") / "project")
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize("override", ["train.epochz=3", "+train.epochz=3"])
+def test_an_unknown_key_is_exit_2_in_one_line_through_every_entry_point(
+        project: Path, tmp_path: Path, entry: str, override: str) -> None:
+    """Without `+`: Hydra's 7 lines and exit 1 (the app), a 67-line traceback (`params`)."""
+    env = project_env(project, f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    args = [*ENTRY_POINTS[entry], override]
+    if entry == "app":
+        args.append(f"hydra.run.dir={tmp_path / 'out'}")
+    params = (project / "params.yaml").read_bytes()
+    done = _run(args, tmp_path, env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = _one_error(done)
+    assert "train.epochz: unknown key; allowed: epochs, batch_size" in line, line
+    assert (project / "params.yaml").read_bytes() == params
+    assert not (tmp_path / "store" / "mlflow.db").exists(), "a run was started"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optimizer=adamz", "Could not find 'optimizer/adamz' Available options in 'optimizer': "
+                        "adagrad adam momentum nesterov rmsprop sgd"),
+    ("train.epochs=[1,", "train.epochs=[1,: no viable alternative at input"),
+])
+def test_a_refused_override_is_exit_2_in_one_line_in_the_app(tmp_path: Path, override: str,
+                                                             message: str) -> None:
+    done = _run(["-m", "scratchlab.train", override, f"hydra.run.dir={tmp_path / 'out'}"],
+                tmp_path, _env(tmp_path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in _one_error(done)
+
+
+def test_an_unknown_fixed_key_fails_a_sweep_before_any_run(tmp_path: Path) -> None:
+    """Swept keys were checked; a fixed `+train.epochz=3` failed every job, and the sweep
+    exited 0."""
+    done = _run(["-m", "scratchlab.train", "-m", "optimizer.lr=0.1,1", "+train.epochz=3",
+                 f"hydra.sweep.dir={tmp_path / 'sw'}"], tmp_path, _env(tmp_path))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "train.epochz: unknown key; allowed:" in _one_error(done)
+    assert not (tmp_path / "store" / "mlflow.db").exists(), "a sweep parent run was started"
+
+
+def test_dvc_exp_run_with_an_unknown_key(tmp_path: Path) -> None:
+    """With `+`, DVC writes it into params.yaml and the first stage refuses it in one line,
+    exit 2, and says how to restore params.yaml (DVC adds its own line and exit code). Without
+    `+`, DVC's own Hydra composition refuses it before any stage runs: DVC's message, outside
+    scratchlab's reach."""
+    root = copy_repo(tmp_path / "project")
+    env = project_env(root, f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    plus = subprocess.run(["dvc", "exp", "run", "-S", "+train.epochz=3"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    output = plus.stdout + plus.stderr
+    assert plus.returncode != 0 and "Traceback" not in output, output
+    ours = [line for line in output.splitlines() if "ERROR scratchlab:" in line]
+    # the mistake in one line, then how to get params.yaml back (a failed workspace exp run)
+    assert len(ours) == 2 and "train.epochz: unknown key; allowed: epochs" in ours[0], output
+    assert "params.yaml still holds its overrides: `git checkout params.yaml`" in ours[1]
+    assert "exited with 2" in output
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=root, check=True)
+    bare = subprocess.run(["dvc", "exp", "run", "-S", "train.epochz=3"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert bare.returncode != 0 and "Could not override 'train.epochz'" in bare.stderr
+    assert "Running stage" not in bare.stdout + bare.stderr
 
 
 @pytest.mark.parametrize("sweep", [["+optimizer.lrr=0.1,0.2"], ["train.epoch=1,2"]])

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from scratchlab.config import write_params
+from scratchlab.config import compose, validate, write_params
 from scratchlab.core.entry import run_main
 from scratchlab.core.errors import ConfigError, ScratchlabError
 from scratchlab.tracking.store import check_store
@@ -31,6 +31,10 @@ def _store() -> str:
 
 
 def _params(args: argparse.Namespace) -> None:
+    """Check the composed config first: a config mistake is exit 2, params.yaml untouched."""
+    from scratchlab.data.registry import data_config
+
+    validate(compose(args.overrides), data=data_config)
     path = write_params(overrides=args.overrides)
     print(f"wrote {path}")
 

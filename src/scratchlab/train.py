@@ -13,16 +13,20 @@ ends FAILED and shows up in the sweep's comparison.
 from __future__ import annotations
 
 import math
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from scratchlab.config import conf_dir, validate
-from scratchlab.core.entry import EXPECTED, exit_code, report
+from scratchlab.config.compose import composition_error, composition_errors
+from scratchlab.core.entry import EXPECTED, exit_code, report, setup_logging
 from scratchlab.core.errors import ScratchlabError
 from scratchlab.data.registry import data_config
 from scratchlab.sweeps.membership import sweep_membership
@@ -50,5 +54,34 @@ def main(cfg: DictConfig) -> float:
         sys.exit(exit_code(exc))
 
 
+def cli() -> None:
+    """``python -m scratchlab.train``: what Hydra refuses before a job runs (an override it
+    cannot apply, a config option that does not exist, bad override syntax) is a config
+    mistake like the schema's: one line, exit 2, instead of Hydra's own multi-line report; an
+    expected error of a Hydra callback (the sweep's MLflow parent) its one line and code."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises them to us, unprinted
+    try:
+        main()
+    except EXPECTED as exc:
+        setup_logging()
+        report(exc)
+        sys.exit(exit_code(exc))
+    except composition_errors() as exc:
+        if _raised_in_a_job(exc):
+            raise
+        setup_logging()
+        error = composition_error(exc)
+        report(error)
+        sys.exit(exit_code(error))
+
+
+def _raised_in_a_job(exc: BaseException) -> bool:
+    """A ValueError from inside a job is a bug to see whole, not a refused override."""
+    if not isinstance(exc, ValueError | TypeError) or isinstance(exc, OmegaConfBaseException):
+        return False
+    return any(frame.filename == __file__ and frame.name == "main"
+               for frame in traceback.extract_tb(exc.__traceback__))
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -12,10 +12,19 @@ from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from scratchlab.config.schema import GROUPS
 from scratchlab.core.errors import ConfigError
 from scratchlab.core.paths import project_root
+
+
+def composition_errors() -> tuple[type[BaseException], ...]:
+    """What composing can raise for a bad override: Hydra's and OmegaConf's errors, and a
+    ValueError or TypeError from a value that does not fit its node (``model.hidden.x=3``)."""
+    from hydra.errors import HydraException
+
+    return HydraException, OmegaConfBaseException, ValueError, TypeError
 
 
 def conf_dir() -> Path:
@@ -27,28 +36,50 @@ def compose(overrides: Iterable[str] = ()) -> DictConfig:
     """Compose ``conf/config.yaml`` with Hydra overrides, as DVC does for ``params.yaml``.
 
     An override Hydra cannot apply (a key not in the config without ``+``, a missing group
-    option) is a one-line ConfigError.
+    option, bad override syntax) is a one-line ConfigError (:func:`composition_error`).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.errors import HydraException
 
     try:
         with initialize_config_dir(str(conf_dir()), version_base=None):
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as exc:
-        text = str(exc).split("Config search path")[0]
-        raise ConfigError(" ".join(text.replace(":\n", ": ").split())) from None
+    except composition_errors() as exc:
+        raise composition_error(exc) from None
     OmegaConf.resolve(cfg)
     return cfg
 
 
+def composition_error(exc: BaseException) -> ConfigError:
+    """Hydra's refusal of an override or of a config choice, as one ConfigError line; a key
+    that is not in the config is named as the schema names an unknown key (with the keys
+    allowed there), not with Hydra's advice to add ``+`` (which the schema then refuses)."""
+    cause = exc.__cause__
+    parent = getattr(cause, "parent_node", None)
+    key = getattr(cause, "full_key", None)
+    unknown = isinstance(cause, ConfigKeyError | ConfigAttributeError)
+    if unknown and key and isinstance(parent, DictConfig):
+        allowed = GROUPS if "." not in key else [str(k) for k in parent.keys()]
+        return ConfigError(f"{key}: unknown key; allowed: {', '.join(allowed)}")
+    text = str(exc).split("Config search path")[0]
+    text = " ".join(text.replace(":\n", ": ").split())
+    if override := getattr(exc, "override", None):  # a syntax error: which override
+        text = f"{override}: {text}"
+    plain = isinstance(exc, ValueError | TypeError) and not isinstance(exc, OmegaConfBaseException)
+    return ConfigError(f"cannot apply the overrides ({text})" if plain else text)
+
+
 def write_params(path: Path | None = None, overrides: Iterable[str] = ()) -> Path:
-    """Regenerate ``params.yaml`` from ``conf/`` with DVC's own Hydra composition."""
+    """Regenerate ``params.yaml`` from ``conf/`` with DVC's own Hydra composition; an override
+    it cannot apply is one ConfigError line and leaves ``params.yaml`` as it was."""
     from dvc.utils.hydra import compose_and_dump
 
     path = path or project_root() / "params.yaml"
-    compose_and_dump(path, str(conf_dir()), None, "config", str(project_root()), list(overrides))
+    try:
+        compose_and_dump(path, str(conf_dir()), None, "config", str(project_root()),
+                         list(overrides))
+    except composition_errors() as exc:
+        raise composition_error(exc) from None
     return path
 
 

@@ -43,9 +43,12 @@ def exit_code(exc: BaseException) -> int:
 
 
 def report(exc: BaseException) -> None:
-    """One log line: a divergence is a warning (in a sweep it is data), the rest errors."""
+    """One log line: a divergence is a warning (in a sweep it is data), the rest errors. After
+    an interrupt, the runs are ended and the process is on its way out: later interrupts are
+    ignored."""
     if isinstance(exc, KeyboardInterrupt):
         log.error("interrupted; any MLflow run in progress ended KILLED")
+        ignore_interrupts()  # what is left is the exit: one more Ctrl-C cannot garble it
     else:
         (log.warning if isinstance(exc, DivergedError) else log.error)("%s", exc)
 

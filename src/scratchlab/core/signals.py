@@ -138,24 +138,39 @@ def ignore_interrupts() -> None:
             signal.signal(sig, signal.SIG_IGN)
 
 
+_deferring = 0  # depth of nested deferred_interrupts blocks: the outermost one raises
+
+
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
     """Hold Ctrl-C/SIGTERM until the block ends, then raise KeyboardInterrupt (unless the
     process is already :func:`stopping`). Ignored signals stay ignored.
 
-    Wrapped around writes to the tracking store and the study: an interrupt landing inside a
+    Wrapped around writes to the tracking store and the study (an interrupt landing inside a
     SQLite commit can leave the connection unusable, and then the run could not be marked
-    KILLED; a trial asked for and not yet recorded as ours would be left RUNNING.
+    KILLED; a trial asked for and not yet recorded as ours would be left RUNNING) and around
+    the code that ends runs after an interrupt. Nested blocks hold interrupts until the
+    outermost ends.
     """
+    global _deferring
     if threading.current_thread() is not threading.main_thread():
         yield
+        return
+    if _deferring:
+        _deferring += 1
+        try:
+            yield
+        finally:
+            _deferring -= 1
         return
     mark = interrupt_mark()
     previous = {sig: signal.signal(sig, lambda signum, frame: _received.append(signum))
                 for sig in INTERRUPTS if not _ignored(sig)}
+    _deferring += 1
     try:
         yield
     finally:
+        _deferring -= 1
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if interrupt_mark() > mark and not _stopping:

@@ -265,7 +265,8 @@ class Table(Dataset):
     def load(self, cfg: TableConfig, raw_dir: Path) -> RawDataset:
         from scratchlab.data.tabular import read_table  # pandas: only for this dataset
 
-        table = read_table(raw_dir / basename(cfg.path), cfg.target, cfg.task, cfg.sheet)
+        table = read_table(raw_dir / basename(cfg.path), cfg.target, cfg.task, cfg.sheet,
+                           shown=cfg.path)  # the user's file, not our copy of it
         return RawDataset(name="csv", task=cfg.task, X=table.X, y=table.y, X_test=None,
                           y_test=None, class_names=table.class_names, image_shape=None,
                           pixel_range=None, feature_names=table.feature_names)

@@ -7,11 +7,15 @@ different training seeds are compared on the same held-out samples.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from scratchlab.core.errors import DataError
 from scratchlab.data.base import RawDataset
 from scratchlab.spec.splits import Split, Splits
+
+logger = logging.getLogger(__name__)
 
 
 def stratified_holdout(
@@ -52,6 +56,23 @@ def _scale(raw: RawDataset, X: np.ndarray, X_fit: np.ndarray) -> np.ndarray:
     return out
 
 
+def warn_missing_classes(raw: RawDataset, labels: dict[str, np.ndarray]) -> None:
+    """A class with fewer rows than the splits need (one in each) is missing from some: say
+    which, naming the class, since its scores cannot be measured where it has no rows."""
+    counts = {name: np.bincount(y.astype(np.int64), minlength=len(raw.class_names))
+              for name, y in labels.items()}
+    total = sum(counts.values())
+    for c, class_name in enumerate(raw.class_names):
+        missing = [split for name, split in (("train", "training"), ("val", "validation"),
+                                             ("test", "test")) if counts[name][c] == 0]
+        if missing:
+            logger.warning(
+                "class %r of dataset %s has %d row%s, fewer than the splits need (one in "
+                "each): none in the %s split%s", class_name, raw.name, total[c],
+                "" if total[c] == 1 else "s", " and ".join(missing),
+                "" if len(missing) == 1 else "s")
+
+
 def preprocess(
     raw: RawDataset, *, test_fraction: float | None, split_seed: int, val_fraction: float
 ) -> Splits:
@@ -72,6 +93,8 @@ def preprocess(
     for name, (Xp, _) in parts.items():
         if len(Xp) == 0:
             raise DataError(f"data.{raw.name}: the {name} split is empty; the dataset is too small")
+    if classify:
+        warn_missing_classes(raw, {name: y for name, (_, y) in parts.items()})
     X_fit = parts["train"][0].reshape(len(parts["train"][0]), -1)
     n_classes = len(raw.class_names)
     splits = {}

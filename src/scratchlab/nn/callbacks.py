@@ -2,8 +2,9 @@
 
 A callback sees every epoch's metrics and may stop training by returning a reason:
 :class:`EarlyStopping` (patience on a monitored metric, best weights restored) and
-:class:`DivergenceGuard` (a loss that stays well above the untrained net's) are the two
-``fit``'s config knows; a logger is an :class:`EpochEnd` around any function.
+:class:`DivergenceGuard` (a sustained blow-up above both the untrained net's loss and the
+loss of knowing nothing) are the two ``fit``'s config knows; a logger is an :class:`EpochEnd`
+around any function.
 """
 
 import math
@@ -11,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from scratchlab.core.rules import rules_of
+from scratchlab.nn.backend import xp
 from scratchlab.nn.network import Network
+from scratchlab.spec.network import NetworkSpec
 from scratchlab.spec.training import DivergenceSpec, EarlyStoppingSpec
 
 DIVERGED, STOPPED_EARLY = "diverged", "stopped_early"
@@ -25,6 +28,8 @@ class History:
     epochs_run: int = 0
     best_epoch: int | None = None
     initial_loss: float | None = None  # the first mini-batch's, before any update
+    chance_loss: float | None = None  # the best constant prediction's (:func:`chance_loss`)
+    updates_per_epoch: int | None = None  # optimizer steps in one epoch
     stop_reason: str | None = None
 
     @property
@@ -121,44 +126,89 @@ class EarlyStopping(Callback):
         history.best_epoch = self.best_epoch
 
 
+def chance_loss(Y, spec: NetworkSpec) -> float | None:
+    """The loss of the best constant prediction of the targets ``Y`` (their column means): the
+    least a net that learned nothing can reach. Cross-entropy: the entropy of the class shares
+    (summed per output for sigmoid outputs); mse: half the summed variance. None if undefined."""
+    p = Y.mean(axis=0, dtype=xp.float64)
+    if spec.loss == "mse":
+        value = 0.5 * float(xp.sum(Y.var(axis=0, dtype=xp.float64)))
+    else:
+        entropy = -p * xp.log(xp.clip(p, 1e-300, 1.0))
+        if spec.output == "sigmoid":
+            entropy -= (1.0 - p) * xp.log(xp.clip(1.0 - p, 1e-300, 1.0))
+        value = float(xp.sum(entropy))
+    return value if math.isfinite(value) else None
+
+
 @dataclass
 class DivergenceGuard(Callback):
-    """Diverged: the mean training loss of the last ``patience`` epochs is above ``factor``
-    times the untrained net's (``history.initial_loss``); checked after every epoch, and when
-    training ends over the epochs there were (a 2-epoch run that blew up is flagged too).
+    """Stop a run whose loss has blown up and stays blown up while nothing shows it learning.
 
-    A NaN/inf loss always stops training as diverged (``fit`` itself checks every batch); this
-    guard catches the saturating blow-ups that never reach NaN (a sigmoid/softmax net pushed
-    into saturation by a huge step: momentum lr=10 on digits sits at 1.3-3x the untrained loss
-    for good). A mean over a window, above 1.5x, because converging runs cross the untrained
-    loss too: a plateau at chance level sits at 1.00-1.03x it for epochs (iris, plain SGD),
-    and momentum overshoots to 1.3-1.7x for an epoch or two before converging (iris, wine, an
-    easy 3-class table); no window of 3 of those epochs averages above 1.25x.
+    Diverged (besides a NaN/inf batch loss, which ``fit`` stops at once): over a *sustained*
+    window, the last ``patience`` epochs or, if more, as many epochs as ``updates`` optimizer
+    steps take (``history.updates_per_epoch``),
+
+    - every epoch's training loss was above ``factor`` x the reference: the larger of the
+      untrained net's loss (``history.initial_loss``) and the chance loss (that of the best
+      constant prediction, ``history.chance_loss``): worse than where it started and than
+      knowing nothing, and
+    - the validation loss made no progress: none of the window's ``val_loss`` values was
+      below both the chance loss and every earlier one (without validation data there is no
+      such evidence).
+
+    A run shorter than that window is judged when it ends, over the epochs it had. Why these
+    terms: a run that learns gets below the chance loss; one that blew up sits far above it
+    and its validation loss wanders above it too, so a wandering minimum there is no progress.
+    Converging runs blow up too, but briefly: a momentum overshoot lasts a few times the
+    optimizer's memory (1/(1-0.9) = 10 steps at the default momentum), a plateau sits at
+    1.00-1.03x the reference. So the window is long in optimizer steps (100, 10x that memory),
+    not only in epochs (a small table takes 2 steps an epoch), and 1.25x is clear of the
+    plateau (docs/reliability.md).
     """
 
-    factor: float = 1.5
-    patience: int = 3
-    recent: list[float] = field(default_factory=list, init=False, repr=False)
+    factor: float = DivergenceSpec.factor
+    patience: int = DivergenceSpec.patience
+    updates: int = DivergenceSpec.updates
+    losses: list[float] = field(default_factory=list, init=False, repr=False)
+    best_val: float | None = field(default=None, init=False)
+    progress_epoch: int = field(default=-1, init=False)
 
     def __post_init__(self) -> None:
         _check(self, DivergenceSpec)
 
     def on_train_begin(self, net: Network, history: History) -> None:
-        self.recent = []
+        self.losses, self.best_val, self.progress_epoch = [], None, -1
 
     def on_epoch_end(self, epoch, logs, net, history):
-        self.recent = [*self.recent, logs["loss"]][-self.patience:]
-        return DIVERGED if len(self.recent) == self.patience and self._worse(history) else None
+        self.losses.append(logs["loss"])
+        value = logs.get("val_loss")
+        if value is not None and math.isfinite(value):
+            floor = min(v for v in (self.best_val, history.chance_loss, math.inf)
+                        if v is not None)
+            if value < floor:
+                self.progress_epoch = epoch
+            self.best_val = value if self.best_val is None else min(self.best_val, value)
+        return DIVERGED if self._blown_up(self.window(history), history) else None
 
     def on_train_end(self, net: Network, history: History) -> None:
-        if history.stop_reason is None and self.recent and self._worse(history):
-            history.stop_reason = DIVERGED  # ended worse than it started
+        window = min(self.window(history), len(self.losses))
+        if history.stop_reason is None and window and self._blown_up(window, history):
+            history.stop_reason = DIVERGED  # ended blown up without ever learning
 
-    def _worse(self, history: History) -> bool:
-        reference = history.initial_loss
-        if reference is None or not reference > 0:
+    def window(self, history: History) -> int:
+        """Epochs a blow-up must last: ``patience``, or more for ``updates`` steps."""
+        steps = history.updates_per_epoch
+        return max(self.patience, math.ceil(self.updates / steps) if steps else 0)
+
+    def _blown_up(self, window: int, history: History) -> bool:
+        known = [v for v in (history.initial_loss, history.chance_loss)
+                 if v is not None and math.isfinite(v)]
+        if len(self.losses) < window or not known or not max(known) > 0:
             return False
-        return sum(self.recent) / len(self.recent) > self.factor * reference
+        limit = self.factor * max(known)
+        start = len(self.losses) - window
+        return self.progress_epoch < start and all(v > limit for v in self.losses[start:])
 
 
 def _check(callback: Callback, spec: type) -> None:

@@ -14,7 +14,7 @@ import numpy
 
 from scratchlab.core.progress import progress_bar
 from scratchlab.nn.backend import xp
-from scratchlab.nn.callbacks import DIVERGED, Callback, History
+from scratchlab.nn.callbacks import DIVERGED, Callback, History, chance_loss
 from scratchlab.nn.network import Network
 from scratchlab.spec.training import BATCH_SIZE, EPOCHS
 
@@ -88,12 +88,14 @@ def fit(
     X, Y = _as_arrays(net, X, Y, "fit")
     if validation_data is not None:
         validation_data = _as_arrays(net, *validation_data, "validation_data")
-    history = History(history={key: [] for key in _metric_keys(net, validation_data)})
+    n = X.shape[0]
+    batch_size = min(batch_size, n)
+    history = History(history={key: [] for key in _metric_keys(net, validation_data)},
+                      chance_loss=chance_loss(Y, net.spec),
+                      updates_per_epoch=math.ceil(n / batch_size))
     for callback in callbacks:
         callback.on_train_begin(net, history)
 
-    n = X.shape[0]
-    batch_size = min(batch_size, n)
     labels = _labels(Y) if net.classification else None
     # One gather buffer per array, reused by every batch (the last one uses a leading slice).
     X_batch = xp.empty((batch_size, X.shape[1]), dtype=net.dtype)

@@ -62,30 +62,30 @@ def save_network(net: Network, path: str | os.PathLike) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def load_network(path: str | os.PathLike) -> Network:
+def load_network(path: str | os.PathLike, recover: str = RECOVER) -> Network:
     """The network saved at ``path``; a missing or damaged file is one DataError line naming it
-    and how to get it back."""
+    and how to get it back (``recover``: by default, from DVC)."""
     path = Path(path)
     spec_file = spec_path(path)
     try:
         spec = NetworkSpec.from_dict(json.loads(spec_file.read_text()))
     except FileNotFoundError:
-        raise DataError(f"{spec_file}: not found ({RECOVER})") from None
+        raise DataError(f"{spec_file}: not found ({recover})") from None
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise DataError(f"{spec_file}: not a readable network spec ({_reason(exc)}; "
-                        f"{RECOVER})") from None
+                        f"{recover})") from None
     net = build_network(spec, numpy.random.default_rng(0))
     try:
         with numpy.load(path, allow_pickle=False) as archive:
             state = {name: archive[name] for name in archive.files}
     except FileNotFoundError:
-        raise DataError(f"{path}: not found ({RECOVER})") from None
+        raise DataError(f"{path}: not found ({recover})") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: damaged network weights ({_reason(exc)}; {RECOVER})") from None
+        raise DataError(f"{path}: damaged network weights ({_reason(exc)}; {recover})") from None
     try:
         net.load_state_dict(state)
     except DataError as exc:
-        raise DataError(f"{path}: {exc} ({RECOVER})") from None
+        raise DataError(f"{path}: {exc} ({recover})") from None
     return net
 
 

@@ -2,7 +2,9 @@
 
 The classification report and confusion matrix are computed here in NumPy, in the layout of
 scikit-learn's ``classification_report`` (tested against it), so scoring does not pay
-scikit-learn's second-long import.
+scikit-learn's second-long import. One difference: a class with no row in the test split (a
+rare class the split could not give one) is marked absent and left out of the macro averages,
+where scikit-learn averages in a zero it never measured.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from scratchlab.nn.network import Network
 from scratchlab.spec.splits import Splits
 
 METRICS_FILE = "metrics.json"
+ABSENT = "absent from the test split"
 
 
 @dataclass
@@ -78,6 +81,7 @@ def classification_scores(
         "per_class.json": [
             {"class": name, "metric": metric, "value": report[name][metric]}
             for name in names for metric in ("precision", "recall", "f1-score")
+            if report[name]["support"]
         ],
         # one row per test sample: the shape DVC's `confusion` plot template expects
         "confusion.json": [
@@ -94,14 +98,18 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _report(matrix: np.ndarray, names: list[str]) -> dict[str, Any]:
+    """Per-class scores and their averages; a class with no test row has none (None) and is
+    listed under ``absent from the test split``, not averaged in as a zero."""
     tp = np.diag(matrix).astype(np.float64)
     support = matrix.sum(axis=1)
+    present = support > 0
     precision = _ratio(tp, matrix.sum(axis=0).astype(np.float64))
     recall = _ratio(tp, support.astype(np.float64))
     f1 = _ratio(2 * precision * recall, precision + recall)
     total = int(support.sum())
     report: dict[str, Any] = {
-        name: {"precision": float(p), "recall": float(r), "f1-score": float(f), "support": int(s)}
+        name: ({"precision": float(p), "recall": float(r), "f1-score": float(f), "support": int(s)}
+               if s else {"precision": None, "recall": None, "f1-score": None, "support": 0})
         for name, p, r, f, s in zip(names, precision, recall, f1, support, strict=True)
     }
     report["accuracy"] = float(tp.sum() / total) if total else 0.0
@@ -109,21 +117,27 @@ def _report(matrix: np.ndarray, names: list[str]) -> dict[str, Any]:
     for label, average in (("macro avg", np.mean), ("weighted avg", None)):
         values = [precision, recall, f1]
         report[label] = {
-            key: float(average(v) if average else np.sum(v * weights))
+            key: float(average(v[present]) if average else np.sum(v * weights))
+            if present.any() else 0.0
             for key, v in zip(("precision", "recall", "f1-score"), values, strict=True)
         }
         report[label]["support"] = total
+    absent = [name for name, s in zip(names, support, strict=True) if not s]
+    if absent:
+        report[ABSENT] = absent
     return report
 
 
 def _report_text(report: dict[str, Any], names: list[str], digits: int = 4) -> str:
-    """The report laid out as ``sklearn.metrics.classification_report(..., digits=4)``."""
+    """The report laid out as ``sklearn.metrics.classification_report(..., digits=4)``; a class
+    absent from the test split shows dashes, and a last line says it is not averaged in."""
     width = max(max(len(n) for n in names), len("weighted avg"), digits)
     lines = [f"{'':>{width}s} " + "".join(f" {h:>9}" for h in
                                            ("precision", "recall", "f1-score", "support")), ""]
 
     def row(label: str, entry: dict[str, Any]) -> str:
-        scores = "".join(f" {entry[k]:>9.{digits}f}" for k in ("precision", "recall", "f1-score"))
+        scores = "".join(f" {'-':>9}" if entry[k] is None else f" {entry[k]:>9.{digits}f}"
+                         for k in ("precision", "recall", "f1-score"))
         return f"{label:>{width}s} {scores} {entry['support']:>9}"
 
     lines += [row(name, report[name]) for name in names] + [""]
@@ -131,6 +145,9 @@ def _report_text(report: dict[str, Any], names: list[str], digits: int = 4) -> s
     lines.append(f"{'accuracy':>{width}s} " + f" {'':>9}" * 2
                  + f" {report['accuracy']:>9.{digits}f} {total:>9}")
     lines += [row(label, report[label]) for label in ("macro avg", "weighted avg")]
+    if ABSENT in report:
+        lines += ["", f"{ABSENT} (no scores, not in the macro avg): "
+                      f"{', '.join(report[ABSENT])}"]
     return "\n".join(lines) + "\n"
 
 

@@ -36,7 +36,8 @@ class Trained:
 def training_callbacks(train: TrainConfig) -> list[Callback]:
     """The callbacks ``train.*`` asks for: the divergence guard, and early stopping if enabled."""
     callbacks: list[Callback] = [
-        DivergenceGuard(factor=train.divergence_factor, patience=train.divergence_patience)
+        DivergenceGuard(factor=train.divergence_factor, patience=train.divergence_patience,
+                        updates=train.divergence_updates)
     ]
     stopping = train.early_stopping
     if stopping.enabled:

@@ -24,7 +24,11 @@ class EarlyStoppingSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class DivergenceSpec:
-    """How long a blown-up loss may last before training stops as diverged."""
+    """What a blow-up is and how long it must last before training stops as diverged: every
+    epoch's loss above ``factor`` x the larger of the untrained and the chance loss, for
+    ``patience`` epochs and at least ``updates`` optimizer steps, the validation loss making
+    no progress meanwhile (``nn.callbacks.DivergenceGuard``)."""
 
-    factor: float = ruled(Number(1), default=1.5)
+    factor: float = ruled(Number(1), default=1.25)
     patience: int = ruled(Number(1, integer=True), default=3)
+    updates: int = ruled(Number(1, integer=True), default=100)

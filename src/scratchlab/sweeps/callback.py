@@ -18,7 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from scratchlab.core.signals import interrupted, sigterm_as_interrupt, stopping
-from scratchlab.sweeps.overrides import swept_keys
+from scratchlab.sweeps.overrides import override_key, swept_keys
 from scratchlab.sweeps.parent import (
     COMPARISON_DIR,
     SweepInfo,
@@ -49,7 +49,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra
         keys = swept_keys(hydra_cfg.overrides.task, hydra_cfg.sweeper.get("params"))
-        _check_swept(keys)
+        _check_swept([*keys, *map(override_key, hydra_cfg.overrides.task)])  # fixed ones too
         sweep_dir = Path(hydra_cfg.sweep.dir)
         self.info = start_parent(
             config.tracking,
@@ -145,7 +145,8 @@ def _promote(run_id: str, name: str | bool) -> None:
 
 
 def _check_swept(keys: list[str]) -> None:
-    """An unknown swept key fails the sweep at once (exit 2), before any run or job exists."""
+    """An unknown key, swept or fixed, fails the sweep at once (exit 2), before any run or job
+    exists."""
     from scratchlab.core.entry import exit_code, report
     from scratchlab.core.errors import ConfigError
     from scratchlab.sweeps.keys import check_keys

@@ -20,7 +20,8 @@ from pathlib import Path
 import mlflow
 import numpy
 import pandas
-from mlflow.models import ModelSignature
+from mlflow.entities import LoggedModelStatus
+from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from scratchlab.nn import functional
@@ -54,8 +55,10 @@ def model_code() -> str:
     return code
 
 
-def log_pyfunc_model(net: Network, name: str = "model", input_example=None):
-    """Log ``net`` to the active MLflow run under ``name``; returns MLflow's ``ModelInfo``.
+def log_pyfunc_model(net: Network, name: str = "model", input_example=None, *,
+                     run_id: str | None = None, model_id: str | None = None):
+    """Log ``net`` to the active MLflow run (or ``run_id``) under ``name``, as a new model or
+    into the pending ``model_id``; returns MLflow's ``ModelInfo``.
 
     ``input_example`` (rows of features) is stored with the model for its users and for
     ``mlflow models`` to show; any real dtype scores (module docstring).
@@ -70,8 +73,12 @@ def log_pyfunc_model(net: Network, name: str = "model", input_example=None):
         save_network(net, directory / _WEIGHTS)
         code = Path(tmp) / _MODEL_CODE.name
         code.write_text(model_code())
-        return mlflow.pyfunc.log_model(
+        return Model.log(  # mlflow.pyfunc.log_model's own call, which cannot name the run
+            artifact_path=None,
             name=name,
+            flavor=mlflow.pyfunc,
+            run_id=run_id,
+            model_id=model_id,
             python_model=str(code),
             artifacts={"network": str(directory)},
             signature=ModelSignature(outputs=outputs),
@@ -85,17 +92,32 @@ def log_pyfunc_model(net: Network, name: str = "model", input_example=None):
         )
 
 
-def log_spooled_model(run_id: str, tracking_uri: str, files: Path) -> None:
+def log_spooled_model(run_id: str, tracking_uri: str, files: Path, recover: str) -> None:
     """Log the network a run spooled during an outage (``files/network/network.npz`` and the
     input example) as that run's model, on the run's own store, as ``log_pyfunc_model`` does
-    live."""
-    net = load_network(files / "network" / _WEIGHTS)
+    live; ``recover`` says what to do about a damaged spooled file.
+
+    Safe to repeat after an interruption at any point: a READY model of the run means an
+    earlier replay finished, and nothing is logged; one an interrupted replay (or a live
+    attempt cut by the outage) left unfinished is deleted first, so the run ends with one
+    model. The run is named, never resumed: its status stays the one the training process
+    recorded (the spool's last operation)."""
+    net = load_network(files / "network" / _WEIGHTS, recover=recover)
     example = files / "example.npy"
     example = numpy.load(example) if example.exists() else None
-    mlflow.set_tracking_uri(tracking_uri)
-    active = mlflow.active_run()
-    if active is not None and active.info.run_id == run_id:
-        log_pyfunc_model(net, "model", example)
-        return
-    with mlflow.start_run(run_id=run_id):  # its final status is the spool's next operation
-        log_pyfunc_model(net, "model", example)
+    client = mlflow.MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    experiment_id = run.info.experiment_id
+    for model in client.search_logged_models(
+            [experiment_id], f"source_run_id = '{run_id}' AND name = 'model'"):
+        if model.status == LoggedModelStatus.READY:
+            return
+        client.delete_logged_model(model.model_id)
+    model = client.create_logged_model(experiment_id, "model", source_run_id=run_id,
+                                       params=run.data.params)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)  # Model.log's own client calls use the global URI
+    try:
+        log_pyfunc_model(net, "model", example, run_id=run_id, model_id=model.model_id)
+    finally:
+        mlflow.set_tracking_uri(previous)

@@ -24,6 +24,8 @@ from scratchlab.core.signals import (
 from scratchlab.tracking.http import is_outage
 from scratchlab.tracking.liveness import Heartbeat
 from scratchlab.tracking.outbox import Outbox, outbox_of
+from scratchlab.tracking.store import storage_fault
+from scratchlab.tracking.uri import redact
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,11 @@ def ended_run(
                 stopping()  # a second Ctrl-C must not stop the run from ending KILLED
             if not started:
                 raise _start_error(error)  # noqa: B904 - the cause is chained
-            _end(started[0], "KILLED" if killed else "FAILED", keep_error=True)
+            fault = None if killed else storage_fault(error, mlflow.get_tracking_uri())
+            ended = _end(started[0], "KILLED" if killed else "FAILED", keep_error=True,
+                         quiet=fault is not None)
+            if fault is not None:  # one line: the store, the cause, what became of the run
+                raise _store_refused(started[0].info.run_id, fault, ended) from error
             raise error  # noqa: B904 - interrupted_since chains exc as the cause
         _end(started[0], "FINISHED")
 
@@ -90,10 +96,12 @@ def _start(run_id, experiment_id, run_name, tags, parent_run_id, owner) -> mlflo
     )
 
 
-def _end(run: mlflow.ActiveRun, status: str, keep_error: bool = False) -> None:
-    """End the run ``status``. Through its outbox when it has one (HTTP stores): a status the
-    server cannot take is spooled, and TrackingError names the spool, unless another error is
-    already on its way out (``keep_error``), which then stays the one reported."""
+def _end(run: mlflow.ActiveRun, status: str, keep_error: bool = False,
+         quiet: bool = False) -> bool:
+    """End the run ``status``; whether it could. Through its outbox when it has one (HTTP
+    stores): a status the server cannot take is spooled, and TrackingError names the spool,
+    unless another error is already on its way out (``keep_error``), which then stays the one
+    reported (``quiet``: and says itself what became of the run)."""
     run_id = run.info.run_id
     outbox = outbox_of(run_id)
     try:
@@ -103,10 +111,22 @@ def _end(run: mlflow.ActiveRun, status: str, keep_error: bool = False) -> None:
         if not keep_error:
             raise
         log.error("%s", exc)
-    except Exception:  # the store went away: say so, but keep the original error visible
-        log.exception("could not mark MLflow run %s as %s", run_id, status)
-    else:
-        log.info("MLflow run %s ended %s", run_id, status)
+        return False
+    except Exception as exc:  # the store went away: say so, but keep the original error visible
+        _forget_active_run(run_id)
+        if not quiet:
+            log.error("could not mark MLflow run %s as %s (%s)", run_id, status, _short(exc))
+        return False
+    log.info("MLflow run %s ended %s", run_id, status)
+    return True
+
+
+def _store_refused(run_id: str, fault: str, ended: bool) -> TrackingError:
+    uri = redact(mlflow.get_tracking_uri())
+    fate = ("ended FAILED" if ended else "left RUNNING: `scratchlab reap` ends it once the "
+            "store takes writes again")
+    return TrackingError(f"{uri}: the MLflow store refused a write ({fault}); run {run_id} "
+                         f"{fate}")
 
 
 def _send_end(run_id: str, outbox: Outbox | None, status: str) -> None:

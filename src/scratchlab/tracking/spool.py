@@ -6,19 +6,23 @@ name and renamed into place, so a crash leaves whole operations or none. Files a
 uploads (artifacts, the model's weights and input example) sit beside it in ``000007.files/``.
 
 Replay (:meth:`Spool.replay`) applies the operations in order and deletes each once the server
-has it, so it can stop anywhere and resume, and running it twice uploads nothing twice:
-metrics already in the run's history (same key, step, timestamp and value) are skipped,
-params are write-once and re-sent with the same value, tags, artifacts and the final status
-overwrite with the same content. A job holds ``lock`` while it runs, so ``scratchlab sync``
+has it, so it can stop anywhere (Ctrl-C, a kill, the server gone again) and resume, and running
+it again uploads nothing twice: metrics already in the run's history (same key, step, timestamp
+and value) are skipped, params are write-once and re-sent with the same value, tags, artifacts
+and the final status overwrite with the same content, and the model is logged once
+(``tracking.model.log_spooled_model``). Only the last operation, the status the training
+process recorded, ends the run. A job holds ``lock`` while it runs, so ``scratchlab sync``
 leaves a live job's spool to the job.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ from filelock import FileLock
 
 from scratchlab.core.errors import DataError, TrackingError
 from scratchlab.core.files import write_json_atomic
+from scratchlab.core.signals import deferred_interrupts
 from scratchlab.tracking.uri import default_store_dir
 
 TARGET = "target.json"
@@ -79,7 +84,8 @@ class Spool:
             stage.mkdir()
             for path in files:
                 (shutil.copytree if path.is_dir() else shutil.copy2)(path, stage / path.name)
-            os.replace(stage, self.dir / f"{number:06d}.files")
+            shutil.rmtree(self.dir / f"{number:06d}.files", ignore_errors=True)  # a replay's
+            os.replace(stage, self.dir / f"{number:06d}.files")  # leftover (see replay)
             op = {**op, "files": [path.name for path in files]}
         write_json_atomic(self.dir / f"{number:06d}.json", op)
 
@@ -89,21 +95,27 @@ class Spool:
         self.dir.mkdir(parents=True, exist_ok=True)
         return FileLock(self.dir / LOCK)
 
-    def replay(self, client: Any, log_model: Callable[[Path], None]) -> int:
+    def replay(self, client: Any, log_model: Callable[[Path, str], None]) -> int:
         """Send the pending operations in order; return how many went. Raises on the first
-        that fails (the rest stay, in order). ``log_model(files)`` logs a spooled model."""
+        that fails (the rest stay, in order). ``log_model(files, recover)`` logs a spooled
+        model (``recover``: what to do if its files are damaged)."""
         history: dict[str, set[tuple]] = {}
         sent = 0
         for path in self.pending():
             op = _read(path)
             files = self.dir / f"{path.stem}.files"
+            recover = (f"delete {path} to drop that operation, or {self.dir} to drop all of "
+                       f"run {self.run_id}'s")
             try:
-                _apply(client, self.run_id, op, files, history, log_model)
+                apply = _decode(client, self.run_id, op, files, history,
+                                partial(log_model, recover=recover))
             except (KeyError, TypeError, ValueError) as exc:
                 raise DataError(f"{path}: not a spooled operation ({exc!r}; "
                                 f"{SPOOL_RECOVER})") from None
-            shutil.rmtree(files, ignore_errors=True)
-            path.unlink()
+            apply()
+            with deferred_interrupts():
+                path.unlink()  # the operation first: files without it are only leftovers
+                shutil.rmtree(files, ignore_errors=True)
             sent += 1
         return sent
 
@@ -120,39 +132,52 @@ def _read(path: Path) -> Any:
         raise DataError(f"{path}: damaged spool file ({reason}; {SPOOL_RECOVER})") from None
 
 
-def _apply(client: Any, run_id: str, op: dict, files: Path, history: dict[str, set],
-           log_model: Callable[[Path], None]) -> None:
+def _decode(client: Any, run_id: str, op: dict, files: Path, history: dict[str, set],
+            log_model: Callable[[Path], None]) -> Callable[[], None]:
+    """The call that applies ``op``; KeyError, TypeError or ValueError if ``op`` is not one
+    this module wrote (a spooled file's own failures then stay apart from the server's)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 
     kind = op["kind"]
     if kind == "batch":
         metrics = [Metric(k, float(v), int(t), int(s)) for k, v, t, s in op.get("metrics", [])]
-        for key in {m.key for m in metrics} - set(history):
-            history[key] = {(m.step, m.timestamp, m.value)
-                            for m in client.get_metric_history(run_id, key)}
-        fresh = [m for m in metrics if (m.step, m.timestamp, m.value) not in history[m.key]]
-        client.log_batch(run_id, metrics=fresh,
-                         params=[Param(k, v) for k, v in op.get("params", [])],
-                         tags=[RunTag(k, v) for k, v in op.get("tags", [])], synchronous=True)
-        for m in fresh:
-            history[m.key].add((m.step, m.timestamp, m.value))
-    elif kind == "artifact":
-        for name in op["files"]:
-            path = files / name
-            if path.is_dir():
-                client.log_artifacts(run_id, str(path), op.get("path"))
-            else:
-                client.log_artifact(run_id, str(path), op.get("path"))
-    elif kind == "input":  # the store keeps one link per run and dataset: a replay adds none
-        tags = [InputTag(k, v) for k, v in op["tags"].items()]
-        client.log_inputs(run_id, datasets=[DatasetInput(Dataset.from_dictionary(op["dataset"]),
-                                                         tags)])
-    elif kind == "model":
-        log_model(files)
-    elif kind == "status":
-        client.set_terminated(run_id, op["status"], end_time=op.get("end_time"))
-    else:
-        raise ValueError(f"unknown kind {kind!r}")
+        params = [Param(str(k), str(v)) for k, v in op.get("params", [])]
+        tags = [RunTag(str(k), str(v)) for k, v in op.get("tags", [])]
+
+        def batch() -> None:
+            for key in {m.key for m in metrics} - set(history):
+                history[key] = {_point(m) for m in client.get_metric_history(run_id, key)}
+            fresh = [m for m in metrics if _point(m) not in history[m.key]]
+            client.log_batch(run_id, metrics=fresh, params=params, tags=tags, synchronous=True)
+            for m in fresh:
+                history[m.key].add(_point(m))
+        return batch
+    if kind == "artifact":
+        paths = [files / str(name) for name in op["files"]]
+        if missing := [path for path in paths if not path.exists()]:
+            raise ValueError(f"{missing[0]} is missing")
+
+        def artifacts() -> None:
+            for path in paths:
+                log = client.log_artifacts if path.is_dir() else client.log_artifact
+                log(run_id, str(path), op.get("path"))
+        return artifacts
+    if kind == "input":  # the store keeps one link per run and dataset: a replay adds none
+        inputs = [DatasetInput(Dataset.from_dictionary(op["dataset"]),
+                               [InputTag(str(k), str(v)) for k, v in op["tags"].items()])]
+        return lambda: client.log_inputs(run_id, datasets=inputs)
+    if kind == "model":
+        return lambda: log_model(files)  # idempotent itself (log_spooled_model)
+    if kind == "status":
+        status, end_time = str(op["status"]), op.get("end_time")
+        return lambda: client.set_terminated(run_id, status, end_time=end_time)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def _point(metric: Any) -> tuple:
+    """A metric's identity in its history; NaN equals NaN here (a diverged loss is logged)."""
+    return (metric.step, metric.timestamp,
+            "nan" if math.isnan(metric.value) else metric.value)
 
 
 def unreachable(spool: Spool, window_s: float) -> TrackingError:

@@ -12,9 +12,13 @@ Opening a store changes nothing in it: ending abandoned runs is ``tracking.liven
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
+import resource
+import shutil
 import sqlite3
+import traceback
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,12 +27,13 @@ from typing import TypeVar
 
 from filelock import FileLock
 
-from scratchlab.core.errors import TrackingError
+from scratchlab.core.errors import ScratchlabError, TrackingError
 from scratchlab.core.retry import retry
 from scratchlab.tracking.http import fail_fast_http
 from scratchlab.tracking.uri import (
     artifact_location,
     database_uri,
+    default_store_dir,
     is_http,
     redact,
     sqlite_path,
@@ -47,6 +52,78 @@ def is_busy(exc: BaseException) -> bool:
     """SQLite refused at once: two connections would deadlock upgrading to a write lock (MLflow
     only waits on a plain lock); the only cure is to try again."""
     return "database is locked" in str(exc) or "database is busy" in str(exc)
+
+
+# What a disk or database I/O error says, and what it means for the user (one line).
+_FAULT_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
+                 errno.EFBIG: "file size limit reached", errno.EROFS: "read-only file system",
+                 errno.EIO: "disk I/O error"}
+_DENIED_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted"}
+_FAULT_TEXTS = (("database or disk is full", "disk full"),
+                ("No space left on device", "disk full"),
+                ("Disk quota exceeded", "disk quota exceeded"),
+                ("File too large", "file size limit reached"),
+                ("readonly database", "read-only store"),
+                ("read-only file system", "read-only file system"),
+                ("unable to open database file", "cannot open the database file"),
+                ("disk I/O error", "disk I/O error"))
+
+
+def storage_fault(exc: BaseException, uri: str) -> str | None:
+    """Why the store at ``uri`` refused a write, if ``exc`` is a disk or database I/O error
+    (disk full, a file-size limit, a read-only store), else None: one phrase naming the file
+    when the error does, and the likely cause of SQLite's bare "disk I/O error"."""
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen and len(seen) < 10:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    if any(isinstance(error, ScratchlabError) for error in seen):
+        return None  # ours: its one line already names the file (an output, not the store)
+    for error in seen:
+        if isinstance(error, OSError) and error.errno is not None:
+            ours = error.filename and _in_store(error.filename, uri)
+            cause = _FAULT_ERRNOS.get(error.errno) if ours or _in_mlflow(error) else None
+            cause = cause or (_DENIED_ERRNOS.get(error.errno) if ours else None)
+            if cause is not None:
+                return f"{cause}: {error.filename}" if error.filename else cause
+    text = " ".join(str(error) for error in seen if not isinstance(error, OSError))
+    cause = next((cause for marker, cause in _FAULT_TEXTS if marker in text), None)
+    if cause == "disk I/O error" and (db := sqlite_path(uri)) is not None:
+        cause = _likely_cause(db)
+    return cause
+
+
+def _in_store(filename: str, uri: str) -> bool:
+    """Whether ``filename`` is the store's: under its database's folder or ``mlruns/``."""
+    db = sqlite_path(uri)
+    roots = {default_store_dir(), *([db.parent] if db is not None else [])}
+    path = Path(os.path.abspath(filename))
+    return any(root == path or root in path.parents for root in roots)
+
+
+def _in_mlflow(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside MLflow (writing the store or its artifacts)."""
+    import mlflow
+
+    package = os.path.dirname(mlflow.__file__)
+    return any(frame.filename.startswith(package)
+               for frame in traceback.extract_tb(error.__traceback__))
+
+
+def _likely_cause(db: Path) -> str:
+    """SQLite says "disk I/O error" for a full disk, a file-size limit and a store made
+    read-only under it alike: look."""
+    for path in (db, db.parent):
+        if path.exists() and not os.access(path, os.W_OK):
+            return f"read-only store: {path} is not writable"
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(db.parent).free < 1 << 20:
+            return f"disk full: {db.parent}"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:
+        return (f"disk I/O error; this process may not write files over {limit} bytes "
+                "(ulimit -f)")
+    return "disk I/O error"
 
 
 def busy_retry(call: Callable[[], T], what: str) -> T:
@@ -131,13 +208,17 @@ def connect(configured_uri: str | None, experiment: str) -> str:
     # MLflow draws a download bar for every model it validates (two tiny local files): noise
     # between our own epoch bars. Users who want it back set the variable themselves.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow logs every database error it raises, traceback included, before raising it: the
+    # error reaches our entry points, which report it in one line (storage_fault).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     try:
         with _store_lock(uri):
             experiment_id = _experiment_id(experiment, artifact_location(uri))
     except TrackingError:
         raise
     except Exception as exc:  # any MLflow/SQLAlchemy failure talking to the store
-        raise TrackingError(f"{uri}: cannot use the MLflow store ({first_line(exc)})") from exc
+        reason = storage_fault(exc, uri) or first_line(exc)
+        raise TrackingError(f"{redact(uri)}: cannot use the MLflow store ({reason})") from exc
     _connected[uri, experiment] = experiment_id
     return experiment_id
 

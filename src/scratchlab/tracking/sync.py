@@ -5,16 +5,21 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+from scratchlab.core.errors import ScratchlabError, TrackingError
 from scratchlab.tracking.http import fail_fast_http, is_outage
 from scratchlab.tracking.model import log_spooled_model
 from scratchlab.tracking.spool import Spool, spool_root, unreachable
+from scratchlab.tracking.store import first_line
 
 
 def sync(root: Path | None = None) -> list[tuple[str, int, str]]:
-    """Upload every run's spool under ``root``, in order, idempotently, each to its own server.
+    """Upload every run's spool under ``root``, in order, idempotently, each to its own server
+    (never the default store: nothing is written where the command runs).
 
     Returns (run id, operations sent, note) per run. A spool a live job still holds is left
-    to it; a server still away is a TrackingError naming the spool (exit 4).
+    to it; a server still away is a TrackingError naming the spool (exit 4), as is a server
+    that refuses an operation (the run deleted there, say). Stopped at any point (Ctrl-C, a
+    kill), the next sync sends the rest, each metric and the model once.
     """
     import mlflow
     from filelock import Timeout
@@ -34,10 +39,14 @@ def sync(root: Path | None = None) -> list[tuple[str, int, str]]:
             client = mlflow.MlflowClient(spool.tracking_uri)
             sent = spool.replay(client, partial(log_spooled_model, spool.run_id,
                                                 spool.tracking_uri))
+        except ScratchlabError:
+            raise
         except Exception as exc:
-            if not is_outage(exc):
-                raise
-            raise unreachable(spool, 0) from exc
+            if is_outage(exc):
+                raise unreachable(spool, 0) from exc
+            raise TrackingError(f"{spool.tracking_uri}: run {spool.run_id} refused the spooled "
+                                f"operation {spool.pending()[0].name} ({first_line(exc)}); "
+                                f"kept in {spool.dir}") from exc
         finally:
             lock.release()
         spool.remove_if_empty()
