@@ -151,3 +151,14 @@ def test_params_yaml_is_left_as_it_was_when_an_override_is_refused(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"^train.epochz: unknown key; allowed: epochs"):
         write_params(path, ["train.epochz=3"])
     assert path.read_bytes() == before
+
+
+def test_every_config_group_is_a_key_a_sweep_may_fix() -> None:
+    """A multirun checks its fixed overrides too: each group of conf/ (``+sweep=lr``,
+    ``hydra/launcher=slurm``, ``optimizer/schedule=cosine``) must pass that check."""
+    from scratchlab.sweeps.keys import check_keys
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    groups = sorted({str(p.parent.relative_to(conf)) for p in conf.rglob("*.yaml")} - {"."})
+    assert {"sweep", "hydra/launcher", "optimizer/schedule"} <= set(groups)
+    check_keys(groups)

@@ -16,8 +16,9 @@ from scratchlab.core.errors import ConfigError
 from scratchlab.data.catalog import DATASETS
 from scratchlab.spec.optim import HYPERPARAMETERS, SCHEDULE_PARAMETERS
 
-# group options (optimizer=adam, optimizer/schedule=cosine), not keys inside them
-CHOICES = (*GROUPS, "experiment", "optimizer/schedule")
+# group options (optimizer=adam, optimizer/schedule=cosine, +sweep=lr: a sweep preset of
+# conf/sweep), not keys inside them
+CHOICES = (*GROUPS, "experiment", "optimizer/schedule", "sweep")
 
 
 def _keys(schema: type, prefix: str) -> set[str]:
@@ -46,7 +47,8 @@ def check_keys(keys: Iterable[str], where: str = "") -> None:
     """ConfigError naming the first key no config has, and the keys of its group."""
     known = known_keys()
     for key in keys:
-        if key in CHOICES or key.startswith("hydra.") or key in known or any(
+        hydra = key.partition(".")[0].partition("/")[0] == "hydra"  # Hydra's own: hydra/launcher
+        if key in CHOICES or hydra or key in known or any(
                 k.startswith(f"{key}.") for k in known):  # a whole nested group is a key too
             continue
         group = key.split(".", 1)[0]
