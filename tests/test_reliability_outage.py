@@ -204,10 +204,12 @@ def test_sync_stopped_anywhere_then_resumed_sends_everything_once(tmp_path, mlfl
     assert stopped(lambda: operations() < total, "the first operation sent",
                    signal.SIGINT) == 130
     assert 0 < operations() < total and _status(mlflow_server, run_id) == "RUNNING"
-    # 2. inside the model's upload: MLflow has created it, not yet finished it
+    # 2. inside the model's upload: MLflow has created it, not yet finished it. A small model
+    # can finish between the poll and the signal, which may then land as Python exits (its
+    # default handler back): killed by SIGINT instead of 130; what follows must hold either way
     assert stopped(lambda: any(m["status"] == "LOGGED_MODEL_PENDING"
                                for m in _models(mlflow_server, run_id)),
-                   "the model's upload under way", signal.SIGINT) == 130
+                   "the model's upload under way", signal.SIGINT) in (130, -signal.SIGINT)
     assert _status(mlflow_server, run_id) == "RUNNING"  # an interrupted sync ends no run
     # 3. killed outright once the model is there (before or after its operation is deleted)
     assert stopped(lambda: any(m["status"] == "LOGGED_MODEL_READY"
