@@ -27,6 +27,30 @@ OUR_PROGRAMS = {"python", "python3", "dvc", "mlflow", "scratchlab"}
 _CHECKOUT = pytest.StashKey[dict]()
 
 
+# The longest units of work (an xdist group runs on one worker, in one go), measured in a full
+# run: started first, so that a two-worker run does not end with one worker alone on them
+LONGEST_FIRST = ("slurm", "test_pipeline_dvc", "scaleout_servers", "test_experiments",
+                 "test_tracking_model", "test_dvc_remotes")
+LONG_FILES = ("test_tutorial.py", "test_reliability.py", "test_reliability_outage.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest first, shortest last (the classic rule for two machines sharing jobs): the long
+    groups, then the other tests that start processes, then the fast in-process tier, which
+    fills the gaps at the end."""
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        group = item.get_closest_marker("xdist_group")
+        name = group.args[0] if group and group.args else None
+        if name in LONGEST_FIRST:
+            return 0, LONGEST_FIRST.index(name)
+        if item.path.name in LONG_FILES:
+            return 1, LONG_FILES.index(item.path.name)
+        slow = item.get_closest_marker("slow") or item.get_closest_marker("server")
+        return (2, 0) if slow else (3, 0)
+
+    items.sort(key=rank)  # stable: the files' own order within a rank
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Note every file of the checkout (size, mtime) before the first test runs."""
     if not hasattr(session.config, "workerinput"):  # once, in the xdist controller
