@@ -227,9 +227,13 @@ class SlurmCluster:
         return self.run("squeue", "-h", "-o", "%i").split()
 
     def wait_done(self, job: str, timeout_s: float) -> None:
-        """Until ``job`` (every task of an array) has left the queue."""
+        """Until ``job`` (every task of an array) has left the queue, and accounting says so:
+        slurmctld sends a job's end to slurmdbd asynchronously, so ``sacct`` can still show
+        RUNNING after ``squeue`` has let the job go."""
         wait_for(lambda: not self.run("squeue", "-h", "-j", job, "-o", "%i", check=False).split(),
                  timeout_s, f"Slurm job {job} to end")
+        wait_for(lambda: not set(self.states(job).values()) & {"PENDING", "RUNNING", "COMPLETING"},
+                 timeout_s, f"Slurm accounting to record the end of job {job}")
 
     def wait_idle(self, timeout_s: float = START_S) -> None:
         """Until no job is left and the node takes work."""
