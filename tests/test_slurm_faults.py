@@ -129,8 +129,16 @@ def test_a_suspended_worker_s_trial_is_retried_once(
     study = "slurm-suspend"
     job = submit_tune(slurm, slurm_servers, tmp_path, study, TRIALS, *TUNE, *FAST, EPOCHS,
                       sbatch=("--array=0-1",))
-    interrupted, victim, _ = mid_trial(slurm_servers, study)
-    slurm.run("scontrol", "suspend", victim)
+    for _ in range(3):  # suspended inside the trial seen, not just after it (a short trial)
+        interrupted, victim, pid = mid_trial(slurm_servers, study)
+        slurm.run("scontrol", "suspend", victim)
+        if any(t.number == interrupted and t.state == TrialState.RUNNING
+               and t.user_attrs.get("worker", "").endswith(f":{pid}")
+               for t in _trials(slurm_servers, study)):
+            break
+        slurm.run("scontrol", "resume", victim)
+    else:
+        raise AssertionError("the worker was never suspended inside a trial")
     wait_for(lambda: any(t.system_attrs.get("failed_trial") == interrupted
                          for t in _trials(slurm_servers, study)), WAIT_S,
              f"trial {interrupted} to be failed and re-queued by the other worker")
