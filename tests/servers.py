@@ -147,7 +147,8 @@ def postgres(bin_dir: Path, fsync: bool = False) -> Iterator[Postgres]:
         server.stop()
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
+    """Whether an MLflow server or UI at ``url`` answers its health check."""
     try:
         with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
             return resp.status == 200
@@ -265,7 +266,7 @@ class MlflowServer:
                 cwd=self.directory, stdout=out, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True,
             )
-        wait_for(lambda: _healthy(self.url), MLFLOW_START_S, f"mlflow server on {self.url}",
+        wait_for(lambda: healthy(self.url), MLFLOW_START_S, f"mlflow server on {self.url}",
                  alive=lambda: self.proc.poll() is None, poll_s=0.5)
         return self
 

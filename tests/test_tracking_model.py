@@ -300,19 +300,26 @@ numpy.save(sys.argv[3], model.predict(numpy.load(sys.argv[2])))
 """
 
 
-@pytest.mark.slow
-def test_load_model_without_scratchlab(logged, bare_venv, tmp_path):
-    """``mlflow.pyfunc.load_model`` in an isolated Python (``-I``) of the bare venv, scoring
-    float32 rows."""
-    uri, run_id, net, X, _ = logged
-    np.save(tmp_path / "x.npy", X.astype(np.float32))  # what data/processed/*.npz holds
+def _bare_predict(bare_venv: Path, uri: str, run_id: str, X: np.ndarray,
+                  tmp_path: Path) -> np.ndarray:
+    """The run's model loaded by ``mlflow.pyfunc.load_model`` in an isolated Python (``-I``)
+    of the bare venv, scoring ``X`` as float32 rows (what data/processed/*.npz holds)."""
+    np.save(tmp_path / "x.npy", X.astype(np.float32))
     subprocess.run(
         [str(bare_venv / "bin" / "python"), "-I", "-c", _LOAD_AND_PREDICT,
          f"runs:/{run_id}/model", "x.npy", "out.npy"],
         cwd=tmp_path, env=_bare_env(bare_venv, uri), check=True, capture_output=True,
         timeout=SUBPROCESS_TIMEOUT_S,
     )  # fmt: skip
-    got = np.load(tmp_path / "out.npy")
+    return np.load(tmp_path / "out.npy")
+
+
+@pytest.mark.slow
+def test_load_model_without_scratchlab(logged, bare_venv, tmp_path):
+    """``mlflow.pyfunc.load_model`` in an isolated Python (``-I``) of the bare venv, scoring
+    float32 rows."""
+    uri, run_id, net, X, _ = logged
+    got = _bare_predict(bare_venv, uri, run_id, X, tmp_path)
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, net.predict(X))
 
@@ -323,14 +330,8 @@ def test_conv_model_predicts_without_scratchlab(logged, logged_conv, bare_venv, 
     ``mlflow.pyfunc.load_model`` on float32 rows, and by ``mlflow models predict`` on JSON."""
     uri = logged[0]
     run_id, net, X = logged_conv
-    np.save(tmp_path / "x.npy", X.astype(np.float32))
-    subprocess.run(
-        [str(bare_venv / "bin" / "python"), "-I", "-c", _LOAD_AND_PREDICT,
-         f"runs:/{run_id}/model", "x.npy", "out.npy"],
-        cwd=tmp_path, env=_bare_env(bare_venv, uri), check=True, capture_output=True,
-        timeout=SUBPROCESS_TIMEOUT_S,
-    )  # fmt: skip
-    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), net.predict(X))
+    np.testing.assert_array_equal(_bare_predict(bare_venv, uri, run_id, X, tmp_path),
+                                  net.predict(X))
     _write_inputs(X, tmp_path)
     subprocess.run(
         [str(bare_venv / "bin" / "mlflow"), "models", "predict", "-m", f"runs:/{run_id}/model",

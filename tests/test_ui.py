@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from scratchlab.tracking.ui import base_url, runs_url
-from servers import free_port, wait_for
+from servers import free_port, healthy, wait_for
 
 SERVER_START_TIMEOUT_S = 120
 VIEW = "workflowType=machine_learning&compareRunsMode=CHART"
@@ -72,14 +72,6 @@ def _open_helpers(port: int) -> set[int]:
     return found
 
 
-def _up(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 def _run_ui(tmp_path: Path, store: str, browser: Path, port: int, *extra: str):
     """Start `scratchlab ui`, wait (bounded) until it answers /health; the process, the first
     two lines it printed (the mlflow command and the link), and the browser helpers seen
@@ -93,7 +85,7 @@ def _run_ui(tmp_path: Path, store: str, browser: Path, port: int, *extra: str):
 
     def ready() -> bool:
         helpers.update(_open_helpers(port))
-        return _up(port)
+        return healthy(f"http://127.0.0.1:{port}")
 
     try:
         wait_for(ready, SERVER_START_TIMEOUT_S, "the UI to answer /health",
