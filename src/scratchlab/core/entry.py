@@ -77,8 +77,7 @@ def run_main(main: Callable[[], object]) -> None:
             error = interrupted_since(mark, exc)  # an interrupt a library reported as its own
             expected = isinstance(error, EXPECTED)
             if isinstance(error, KeyboardInterrupt):  # exiting: a late Ctrl-C/SIGTERM must
-                stopping()  # neither cut short the exit nor kill it halfway
-                ignore_interrupts()
+                stopping()  # neither cut short the exit nor (report: ignored) kill it halfway
             if expected:
                 report(error)
             if hint := restore_hint():
